@@ -1,0 +1,293 @@
+//! Trials as the scheduler and the trainer see them.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// The five networks of the reference notebook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Flatten → Linear(784,h) → Sigmoid → Linear(h,10).
+    Ffv0,
+    /// As `Ffv0` with ReLU.
+    Ffv1,
+    /// Two hidden ReLU layers of `h`.
+    Ffv2,
+    /// `Ffv2` with dropout after the first linear layer and after its ReLU.
+    Ffv3,
+    /// The notebook's TinyVGG with `h` channels.
+    Cnn,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 5] = [Arch::Ffv0, Arch::Ffv1, Arch::Ffv2, Arch::Ffv3, Arch::Cnn];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Ffv0 => "ffv0",
+            Arch::Ffv1 => "ffv1",
+            Arch::Ffv2 => "ffv2",
+            Arch::Ffv3 => "ffv3",
+            Arch::Cnn => "cnn",
+        }
+    }
+
+    /// Rough training cost of one epoch relative to `ffv0` with 32 hidden units, used to
+    /// start the longest trials first. Measured on CPU: an MLP epoch is dominated by the
+    /// 784×h input layer, the CNN by its convolutions (~50× an ffv0-32 epoch at 10 channels).
+    pub fn relative_epoch_cost(self, hidden: u32) -> f64 {
+        let h = f64::from(hidden.max(1));
+        match self {
+            Arch::Ffv0 | Arch::Ffv1 => 0.5 + 0.5 * h / 32.0,
+            Arch::Ffv2 | Arch::Ffv3 => 0.5 + 0.5 * h / 32.0 + (h * h) / (784.0 * 32.0),
+            Arch::Cnn => 50.0 * (h / 10.0) * (h / 10.0),
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = InvalidHyperparams;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| InvalidHyperparams {
+                key: "arch",
+                reason: format!("unknown architecture {s:?}, expected one of ffv0, ffv1, ffv2, ffv3, cnn"),
+            })
+    }
+}
+
+/// A hyperparameter that is out of range, with the key it belongs to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidHyperparams {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// The resolved hyperparameters of one trial: everything that decides what it computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparams {
+    pub arch: Arch,
+    pub hidden: u32,
+    pub dropout: f64,
+    pub lr: f64,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub validation: f64,
+    pub seed: u64,
+}
+
+impl Default for Hyperparams {
+    /// The notebook's base network and training settings.
+    fn default() -> Self {
+        Hyperparams {
+            arch: Arch::Ffv0,
+            hidden: 32,
+            dropout: 0.0,
+            lr: 0.1,
+            epochs: 10,
+            batch_size: 64,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            validation: 0.1,
+            seed: 55,
+        }
+    }
+}
+
+impl Hyperparams {
+    /// Checks every range; the first offending key is reported.
+    pub fn validate(&self) -> Result<(), InvalidHyperparams> {
+        fn bad(key: &'static str, reason: String) -> Result<(), InvalidHyperparams> {
+            Err(InvalidHyperparams { key, reason })
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("must be a finite number > 0, got {}", self.lr));
+        }
+        if self.hidden == 0 {
+            return bad("hidden", "must be at least 1, got 0".into());
+        }
+        if self.hidden > 65_536 {
+            return bad("hidden", format!("must be at most 65536, got {}", self.hidden));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return bad("dropout", format!("must be in [0, 1), got {}", self.dropout));
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1, got 0".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1, got 0".into());
+        }
+        if !(self.momentum.is_finite() && self.momentum >= 0.0) {
+            return bad("momentum", format!("must be a finite number >= 0, got {}", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                format!("must be a finite number >= 0, got {}", self.weight_decay),
+            );
+        }
+        if !(self.validation.is_finite() && (0.0..1.0).contains(&self.validation)) {
+            return bad("validation", format!("must be in [0, 1), got {}", self.validation));
+        }
+        Ok(())
+    }
+
+    /// The canonical text of these hyperparameters: fixed key order, shortest round-trip
+    /// float formatting. Two trials with equal hyperparameters have equal text.
+    pub fn canonical(&self) -> String {
+        format!(
+            "arch={};hidden={};dropout={};lr={};epochs={};batch_size={};momentum={};weight_decay={};validation={};seed={}",
+            self.arch,
+            self.hidden,
+            canon_f64(self.dropout),
+            canon_f64(self.lr),
+            self.epochs,
+            self.batch_size,
+            canon_f64(self.momentum),
+            canon_f64(self.weight_decay),
+            canon_f64(self.validation),
+            self.seed
+        )
+    }
+
+    /// The trial's id: derived from the resolved hyperparameters alone, so the same
+    /// configuration always gets the same id, whatever sweep or experiment it came from.
+    pub fn trial_id(&self) -> TrialId {
+        let digest = Sha256::digest(self.canonical().as_bytes());
+        TrialId(format!("{}-{}", self.arch, hex::encode(&digest[..6])))
+    }
+
+    /// A short human label, e.g. `ffv3 h64 p0.25 lr0.1`.
+    pub fn label(&self) -> String {
+        let mut s = format!("{} h{}", self.arch, self.hidden);
+        if self.dropout > 0.0 {
+            s.push_str(&format!(" p{}", self.dropout));
+        }
+        s.push_str(&format!(" lr{}", self.lr));
+        if self.momentum > 0.0 {
+            s.push_str(&format!(" m{}", self.momentum));
+        }
+        if self.weight_decay > 0.0 {
+            s.push_str(&format!(" wd{}", self.weight_decay));
+        }
+        s
+    }
+
+    /// Relative cost of the whole trial, for longest-first scheduling.
+    pub fn relative_cost(&self) -> f64 {
+        self.arch.relative_epoch_cost(self.hidden) * f64::from(self.epochs)
+    }
+}
+
+/// `-0.0` and `0.0` are one value; everything else prints as Rust's shortest round-trip form.
+fn canon_f64(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A trial's id, e.g. `ffv3-1a2b3c4d5e6f`: the architecture and 48 bits of a SHA-256 of the
+/// canonical hyperparameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrialId(pub String);
+
+impl TrialId {
+    /// True when `s` has the form of an id this crate makes (used to validate ids from the wire
+    /// before they name anything on disk).
+    pub fn is_well_formed(s: &str) -> bool {
+        match s.split_once('-') {
+            Some((arch, hash)) => {
+                Arch::from_str(arch).is_ok()
+                    && hash.len() == 12
+                    && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+            None => false,
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The metrics of one finished epoch. Accuracies are fractions in [0, 1]; losses are
+/// sample-weighted means. `val_*` are NaN when the trial has no validation split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_config_same_id_and_any_change_changes_it() {
+        let a = Hyperparams::default();
+        let b = Hyperparams::default();
+        assert_eq!(a.trial_id(), b.trial_id());
+        let c = Hyperparams { lr: 0.05, ..a.clone() };
+        assert_ne!(a.trial_id(), c.trial_id());
+        let d = Hyperparams { seed: 56, ..a.clone() };
+        assert_ne!(a.trial_id(), d.trial_id());
+        assert!(TrialId::is_well_formed(a.trial_id().as_str()));
+        assert!(!TrialId::is_well_formed("../etc/passwd"));
+        assert!(!TrialId::is_well_formed("ffv0-zzzzzzzzzzzz"));
+    }
+
+    #[test]
+    fn negative_zero_is_zero() {
+        let a = Hyperparams { momentum: 0.0, ..Default::default() };
+        let b = Hyperparams { momentum: -0.0, ..Default::default() };
+        assert_eq!(a.trial_id(), b.trial_id());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases = [
+            (Hyperparams { lr: 0.0, ..Default::default() }, "lr"),
+            (Hyperparams { lr: f64::NAN, ..Default::default() }, "lr"),
+            (Hyperparams { hidden: 0, ..Default::default() }, "hidden"),
+            (Hyperparams { dropout: 1.0, ..Default::default() }, "dropout"),
+            (Hyperparams { dropout: -0.1, ..Default::default() }, "dropout"),
+            (Hyperparams { epochs: 0, ..Default::default() }, "epochs"),
+            (Hyperparams { batch_size: 0, ..Default::default() }, "batch_size"),
+            (Hyperparams { validation: 1.0, ..Default::default() }, "validation"),
+        ];
+        for (h, key) in cases {
+            assert_eq!(h.validate().unwrap_err().key, key, "{h:?}");
+        }
+        assert!(Hyperparams::default().validate().is_ok());
+        assert_eq!("mlp".parse::<Arch>().unwrap_err().key, "arch");
+    }
+}
