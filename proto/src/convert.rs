@@ -84,7 +84,10 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
             ("test_acc", p.test_acc, true),
             ("seconds", p.seconds, false),
         ];
-        let optional = [("val_loss", p.val_loss, false), ("val_acc", p.val_acc, true)];
+        let optional = [
+            ("val_loss", p.val_loss, false),
+            ("val_acc", p.val_acc, true),
+        ];
         for (name, v, is_acc) in finite {
             check(name, v, is_acc).map_err(|r| field(name, r))?;
         }
@@ -122,7 +125,11 @@ mod tests {
 
     #[test]
     fn hyperparams_round_trip() {
-        let h = Hyperparams { arch: Arch::Cnn, hidden: 10, ..Default::default() };
+        let h = Hyperparams {
+            arch: Arch::Cnn,
+            hidden: 10,
+            ..Default::default()
+        };
         let wire = pb::Hyperparams::from(&h);
         assert_eq!(Hyperparams::try_from(wire).unwrap(), h);
     }

@@ -61,7 +61,9 @@ impl FromStr for Arch {
             .find(|a| a.as_str() == s)
             .ok_or_else(|| InvalidHyperparams {
                 key: "arch",
-                reason: format!("unknown architecture {s:?}, expected one of ffv0, ffv1, ffv2, ffv3, cnn"),
+                reason: format!(
+                    "unknown architecture {s:?}, expected one of ffv0, ffv1, ffv2, ffv3, cnn"
+                ),
             })
     }
 }
@@ -115,16 +117,25 @@ impl Hyperparams {
             Err(InvalidHyperparams { key, reason })
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", format!("must be a finite number > 0, got {}", self.lr));
+            return bad(
+                "lr",
+                format!("must be a finite number > 0, got {}", self.lr),
+            );
         }
         if self.hidden == 0 {
             return bad("hidden", "must be at least 1, got 0".into());
         }
         if self.hidden > 65_536 {
-            return bad("hidden", format!("must be at most 65536, got {}", self.hidden));
+            return bad(
+                "hidden",
+                format!("must be at most 65536, got {}", self.hidden),
+            );
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
-            return bad("dropout", format!("must be in [0, 1), got {}", self.dropout));
+            return bad(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            );
         }
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1, got 0".into());
@@ -133,7 +144,10 @@ impl Hyperparams {
             return bad("batch_size", "must be at least 1, got 0".into());
         }
         if !(self.momentum.is_finite() && self.momentum >= 0.0) {
-            return bad("momentum", format!("must be a finite number >= 0, got {}", self.momentum));
+            return bad(
+                "momentum",
+                format!("must be a finite number >= 0, got {}", self.momentum),
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(
@@ -142,7 +156,10 @@ impl Hyperparams {
             );
         }
         if !(self.validation.is_finite() && (0.0..1.0).contains(&self.validation)) {
-            return bad("validation", format!("must be in [0, 1), got {}", self.validation));
+            return bad(
+                "validation",
+                format!("must be in [0, 1), got {}", self.validation),
+            );
         }
         Ok(())
     }
@@ -217,7 +234,9 @@ impl TrialId {
             Some((arch, hash)) => {
                 Arch::from_str(arch).is_ok()
                     && hash.len() == 12
-                    && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    && hash
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             }
             None => false,
         }
@@ -256,9 +275,15 @@ mod tests {
         let a = Hyperparams::default();
         let b = Hyperparams::default();
         assert_eq!(a.trial_id(), b.trial_id());
-        let c = Hyperparams { lr: 0.05, ..a.clone() };
+        let c = Hyperparams {
+            lr: 0.05,
+            ..a.clone()
+        };
         assert_ne!(a.trial_id(), c.trial_id());
-        let d = Hyperparams { seed: 56, ..a.clone() };
+        let d = Hyperparams {
+            seed: 56,
+            ..a.clone()
+        };
         assert_ne!(a.trial_id(), d.trial_id());
         assert!(TrialId::is_well_formed(a.trial_id().as_str()));
         assert!(!TrialId::is_well_formed("../etc/passwd"));
@@ -267,22 +292,76 @@ mod tests {
 
     #[test]
     fn negative_zero_is_zero() {
-        let a = Hyperparams { momentum: 0.0, ..Default::default() };
-        let b = Hyperparams { momentum: -0.0, ..Default::default() };
+        let a = Hyperparams {
+            momentum: 0.0,
+            ..Default::default()
+        };
+        let b = Hyperparams {
+            momentum: -0.0,
+            ..Default::default()
+        };
         assert_eq!(a.trial_id(), b.trial_id());
     }
 
     #[test]
     fn validation_names_the_key() {
         let cases = [
-            (Hyperparams { lr: 0.0, ..Default::default() }, "lr"),
-            (Hyperparams { lr: f64::NAN, ..Default::default() }, "lr"),
-            (Hyperparams { hidden: 0, ..Default::default() }, "hidden"),
-            (Hyperparams { dropout: 1.0, ..Default::default() }, "dropout"),
-            (Hyperparams { dropout: -0.1, ..Default::default() }, "dropout"),
-            (Hyperparams { epochs: 0, ..Default::default() }, "epochs"),
-            (Hyperparams { batch_size: 0, ..Default::default() }, "batch_size"),
-            (Hyperparams { validation: 1.0, ..Default::default() }, "validation"),
+            (
+                Hyperparams {
+                    lr: 0.0,
+                    ..Default::default()
+                },
+                "lr",
+            ),
+            (
+                Hyperparams {
+                    lr: f64::NAN,
+                    ..Default::default()
+                },
+                "lr",
+            ),
+            (
+                Hyperparams {
+                    hidden: 0,
+                    ..Default::default()
+                },
+                "hidden",
+            ),
+            (
+                Hyperparams {
+                    dropout: 1.0,
+                    ..Default::default()
+                },
+                "dropout",
+            ),
+            (
+                Hyperparams {
+                    dropout: -0.1,
+                    ..Default::default()
+                },
+                "dropout",
+            ),
+            (
+                Hyperparams {
+                    epochs: 0,
+                    ..Default::default()
+                },
+                "epochs",
+            ),
+            (
+                Hyperparams {
+                    batch_size: 0,
+                    ..Default::default()
+                },
+                "batch_size",
+            ),
+            (
+                Hyperparams {
+                    validation: 1.0,
+                    ..Default::default()
+                },
+                "validation",
+            ),
         ];
         for (h, key) in cases {
             assert_eq!(h.validate().unwrap_err().key, key, "{h:?}");

@@ -1,0 +1,143 @@
+//! The worker's command line: `worker train` runs one trial here; `worker join` serves a
+//! coordinator until its sweep is done.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use proto::{Arch, Hyperparams};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "hypersweep worker: trains Fashion-MNIST trials with libtorch"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one trial here and print its epochs.
+    Train(TrainArgs),
+    /// Join a coordinator and train the trials it hands out until its sweep is done.
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Where the data is and how much of it to use.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Folder with the four Fashion-MNIST IDX files (.gz or raw). Default: FASHION_MNIST_DIR,
+    /// then ./data/fashion-mnist, then /usr/share/datasets/fashion-mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Train on the first N training images only (tests, smoke runs).
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (tests, smoke runs).
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Network: ffv0, ffv1, ffv2, ffv3 or cnn.
+    #[arg(long)]
+    pub arch: String,
+    /// Hidden units (MLPs) or channels (cnn).
+    #[arg(long, default_value_t = 32)]
+    pub hidden: u32,
+    /// Dropout probability (ffv3), in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// SGD learning rate, > 0.
+    #[arg(long)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    #[arg(long, default_value_t = 55)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: u32,
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Fraction of the 60,000 training images held out for validation (stratified); 0 trains
+    /// on all of them, as the notebook did.
+    #[arg(long, default_value_t = 0.1)]
+    pub validation: f64,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch intra-op threads. Default 1: safe when several trials share a machine; raise
+    /// it when this trial has the machine to itself.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the trial's config.json, model.safetensors and predictions.safetensors here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl TrainArgs {
+    /// The validated hyperparameters, or a one-line error naming the flag.
+    pub fn hyperparams(&self) -> Result<Hyperparams, String> {
+        let arch: Arch = self
+            .arch
+            .parse()
+            .map_err(|e: proto::InvalidHyperparams| format!("--{e}"))?;
+        let h = Hyperparams {
+            arch,
+            hidden: self.hidden,
+            dropout: self.dropout,
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            validation: self.validation,
+            seed: self.seed,
+        };
+        h.validate()
+            .map_err(|e| format!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+        Ok(h)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// The coordinator's address, e.g. http://10.0.0.5:50051.
+    #[arg(long, value_name = "URL")]
+    pub coordinator: String,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Trials run at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: usize,
+    /// libtorch intra-op threads per trial. Default: the machine's cores divided by --slots.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Name shown in results and logs. Default: host:pid.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Give up when the coordinator cannot be reached for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub reconnect_timeout: u64,
+    /// Exit when standard input closes (used by the coordinator for its local workers, so
+    /// that they never outlive it).
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}

@@ -1,0 +1,448 @@
+//! `worker join`: lease trials from a coordinator and train them until the sweep is done.
+//!
+//! Each slot is a loop on the async runtime: lease, train on a dedicated OS thread (training
+//! never blocks the runtime), forward each epoch through a bounded channel to `ReportEpoch`,
+//! upload the artifacts, `Finish`. One heartbeat task keeps every running lease alive and
+//! raises the abandon flag of any lease the coordinator no longer gives this worker.
+
+use crate::cli::JoinArgs;
+use crate::data::Subset;
+use crate::train::Trial;
+use crate::{device, Error, Result};
+use proto::pb::{self, coordinator_client::CoordinatorClient, lease_response::Outcome};
+use proto::{EpochMetrics, Hyperparams};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tch::Device;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+/// Bytes per artifact chunk.
+const CHUNK: usize = 1 << 20;
+
+type Running = Arc<Mutex<HashMap<(String, u32), Arc<AtomicBool>>>>;
+
+struct Ctx {
+    client: CoordinatorClient<Channel>,
+    worker_id: String,
+    data: Arc<dataset::FashionMnist>,
+    subset: Subset,
+    device: Device,
+    threads: usize,
+    running: Running,
+    scratch: PathBuf,
+    reconnect_timeout: Duration,
+}
+
+/// Runs `worker join` until the coordinator says the sweep is done.
+pub async fn run(args: JoinArgs) -> Result<()> {
+    let dev = device::parse_device(&args.device)?;
+    let slots = args.slots.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or((cores / slots).max(1));
+    let name = args.name.clone().unwrap_or_else(default_name);
+
+    if args.exit_on_stdin_eof {
+        watch_stdin();
+    }
+
+    let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
+    let data = Arc::new(
+        tokio::task::spawn_blocking(move || dataset::load(&data_dir))
+            .await
+            .expect("loader thread")?,
+    );
+    let subset = Subset {
+        train: args.data.train_limit,
+        test: args.data.test_limit,
+    };
+
+    let endpoint = Endpoint::from_shared(args.coordinator.clone())
+        .map_err(|e| Error::InvalidArgument(format!("--coordinator {:?}: {e}", args.coordinator)))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let reconnect_timeout = Duration::from_secs(args.reconnect_timeout);
+    let channel = retry(reconnect_timeout, "connect", || {
+        let e = endpoint.clone();
+        async move { e.connect().await.map_err(Error::from) }
+    })
+    .await?;
+    let mut client = CoordinatorClient::new(channel).max_decoding_message_size(16 << 20);
+    let reg = client
+        .register(pb::RegisterRequest {
+            name: name.clone(),
+            device: device::device_name(dev),
+            slots: slots as u32,
+            threads: threads as u32,
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await?
+        .into_inner();
+    info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), slots, threads, sweep = %reg.sweep_name, "registered");
+
+    let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
+    let ctx = Arc::new(Ctx {
+        client,
+        worker_id: reg.worker_id,
+        data,
+        subset,
+        device: dev,
+        threads,
+        running: Arc::default(),
+        scratch: scratch.clone(),
+        reconnect_timeout,
+    });
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        ctx.clone(),
+        Duration::from_millis(u64::from(reg.heartbeat_interval_ms.max(50))),
+    ));
+    let mut handles = Vec::new();
+    for slot in 0..slots {
+        handles.push(tokio::spawn(slot_loop(ctx.clone(), slot)));
+    }
+    let mut result = Ok(());
+    for h in handles {
+        if let Err(e) = h.await.expect("slot task panicked") {
+            result = Err(e);
+        }
+    }
+    heartbeat.abort();
+    let _ = std::fs::remove_dir_all(&scratch);
+    info!("sweep done, leaving");
+    result
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Local workers must never outlive their coordinator: it holds our stdin open and we exit
+/// when it closes, whatever killed the coordinator.
+fn watch_stdin() {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        loop {
+            match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                Ok(0) | Err(_) => {
+                    warn!("coordinator went away (stdin closed), exiting");
+                    std::process::exit(3);
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+}
+
+/// Retries `f` on transport errors and UNAVAILABLE until `budget` has passed.
+async fn retry<T, F, Fut>(budget: Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && start.elapsed() < budget => {
+                warn!(error = %e, what, "coordinator unreachable, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Transport(_) => true,
+        Error::Rpc(s) => matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        _ => false,
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<Ctx>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let running: Vec<pb::TrialAttempt> = ctx
+            .running
+            .lock()
+            .expect("running map")
+            .keys()
+            .map(|(t, a)| pb::TrialAttempt {
+                trial_id: t.clone(),
+                attempt: *a,
+            })
+            .collect();
+        let mut client = ctx.client.clone();
+        match client
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: ctx.worker_id.clone(),
+                running,
+            })
+            .await
+        {
+            Ok(resp) => {
+                for ab in resp.into_inner().abandon {
+                    if let Some(flag) = ctx
+                        .running
+                        .lock()
+                        .expect("running map")
+                        .get(&(ab.trial_id.clone(), ab.attempt))
+                    {
+                        warn!(trial = %ab.trial_id, attempt = ab.attempt, "coordinator took the lease back, abandoning");
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
+    loop {
+        let mut client = ctx.client.clone();
+        let worker_id = ctx.worker_id.clone();
+        let resp = retry(ctx.reconnect_timeout, "lease", || {
+            let mut c = client.clone();
+            let w = worker_id.clone();
+            async move {
+                Ok(c.lease(pb::LeaseRequest { worker_id: w })
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await?;
+        client = ctx.client.clone();
+        match resp.outcome {
+            Some(Outcome::Lease(lease)) => {
+                let hparams = match lease.hparams.clone().map(Hyperparams::try_from) {
+                    Some(Ok(h)) => h,
+                    other => {
+                        let reason = match other {
+                            Some(Err(e)) => format!("invalid hyperparameters in lease: {e}"),
+                            _ => "lease without hyperparameters".into(),
+                        };
+                        let trial = Some(pb::TrialAttempt {
+                            trial_id: lease.trial_id.clone(),
+                            attempt: lease.attempt,
+                        });
+                        client
+                            .fail(pb::FailRequest {
+                                worker_id: worker_id.clone(),
+                                trial,
+                                reason,
+                                retryable: false,
+                            })
+                            .await?;
+                        continue;
+                    }
+                };
+                run_trial(&ctx, slot, lease.trial_id, lease.attempt, hparams).await?;
+            }
+            Some(Outcome::Wait(w)) => {
+                tokio::time::sleep(Duration::from_millis(u64::from(
+                    w.retry_after_ms.clamp(10, 5000),
+                )))
+                .await;
+            }
+            Some(Outcome::Done(_)) | None => return Ok(()),
+        }
+    }
+}
+
+/// Trains one leased trial and reports it. Errors of the trial itself are reported to the
+/// coordinator with `Fail`; only errors talking to the coordinator come back from here.
+async fn run_trial(
+    ctx: &Arc<Ctx>,
+    slot: usize,
+    trial_id: String,
+    attempt: u32,
+    h: Hyperparams,
+) -> Result<()> {
+    let key = (trial_id.clone(), attempt);
+    let abandon = Arc::new(AtomicBool::new(false));
+    ctx.running
+        .lock()
+        .expect("running map")
+        .insert(key.clone(), abandon.clone());
+    info!(slot, trial = %trial_id, attempt, label = %h.label(), "trial leased");
+    let ta = || {
+        Some(pb::TrialAttempt {
+            trial_id: trial_id.clone(),
+            attempt,
+        })
+    };
+
+    let (tx, mut rx) = mpsc::channel::<EpochMetrics>(4);
+    let out_dir = ctx.scratch.join(format!("{trial_id}-{attempt}"));
+    let thread = {
+        let (data, subset, dev, threads, abandon, out_dir) = (
+            ctx.data.clone(),
+            ctx.subset,
+            ctx.device,
+            ctx.threads,
+            abandon.clone(),
+            out_dir.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("train-{slot}"))
+            .spawn(move || -> Result<()> {
+                device::set_threads(threads);
+                let mut trial = Trial::new(&h, &data, subset, dev)?;
+                trial.run(&mut |m: &EpochMetrics| {
+                    if abandon.load(Ordering::SeqCst) {
+                        return Err(Error::Abandoned(
+                            "the coordinator re-leased this trial".into(),
+                        ));
+                    }
+                    tx.blocking_send(*m)
+                        .map_err(|_| Error::Abandoned("reporting stopped".into()))
+                })?;
+                drop(tx);
+                trial.save_artifacts(
+                    &out_dir,
+                    serde_json::json!({ "threads": threads, "device": device::device_name(dev) }),
+                )
+            })
+            .map_err(|e| Error::io(&ctx.scratch, e))?
+    };
+
+    let mut report_err = None;
+    while let Some(m) = rx.recv().await {
+        let req = pb::ReportEpochRequest {
+            worker_id: ctx.worker_id.clone(),
+            trial: ta(),
+            metrics: Some((&m).into()),
+        };
+        let mut client = ctx.client.clone();
+        let sent = retry(ctx.reconnect_timeout, "report", || {
+            let mut c = client.clone();
+            let r = req.clone();
+            async move { Ok(c.report_epoch(r).await?) }
+        })
+        .await;
+        client = ctx.client.clone();
+        let _ = &mut client;
+        match sent {
+            Ok(_) => {
+                info!(trial = %trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished")
+            }
+            Err(Error::Rpc(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                warn!(trial = %trial_id, attempt, status = %s.message(), "report rejected, abandoning the trial");
+                abandon.store(true, Ordering::SeqCst);
+                report_err = Some(Error::Rpc(s));
+                break;
+            }
+            Err(e) => {
+                abandon.store(true, Ordering::SeqCst);
+                report_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let trained = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join task");
+    ctx.running.lock().expect("running map").remove(&key);
+    let trained =
+        trained.unwrap_or_else(|_| Err(Error::Abandoned("training thread panicked".into())));
+
+    if let Some(e) = report_err {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        return match e {
+            Error::Rpc(_) => Ok(()), // the trial is someone else's now
+            e => Err(e),
+        };
+    }
+    let mut client = ctx.client.clone();
+    match trained {
+        Ok(()) => {
+            for name in [
+                "config.json",
+                "model.safetensors",
+                "predictions.safetensors",
+            ] {
+                upload(
+                    &mut client,
+                    &ctx.worker_id,
+                    &trial_id,
+                    attempt,
+                    &out_dir,
+                    name,
+                )
+                .await?;
+            }
+            let _ = std::fs::remove_dir_all(&out_dir);
+            client
+                .finish(pb::FinishRequest {
+                    worker_id: ctx.worker_id.clone(),
+                    trial: ta(),
+                })
+                .await?;
+            info!(trial = %trial_id, attempt, "trial finished");
+        }
+        Err(Error::Abandoned(why)) => warn!(trial = %trial_id, attempt, %why, "trial abandoned"),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&out_dir);
+            warn!(trial = %trial_id, attempt, error = %e, "trial failed");
+            client
+                .fail(pb::FailRequest {
+                    worker_id: ctx.worker_id.clone(),
+                    trial: ta(),
+                    reason: e.to_string(),
+                    retryable: e.is_retryable(),
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn upload(
+    client: &mut CoordinatorClient<Channel>,
+    worker_id: &str,
+    trial_id: &str,
+    attempt: u32,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<()> {
+    let path = dir.join(name);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    let mut chunks: Vec<pb::ArtifactChunk> = bytes
+        .chunks(CHUNK)
+        .map(|c| pb::ArtifactChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(pb::ArtifactChunk::default());
+    }
+    chunks[0].worker_id = worker_id.into();
+    chunks[0].trial = Some(pb::TrialAttempt {
+        trial_id: trial_id.into(),
+        attempt,
+    });
+    chunks[0].name = name.into();
+    client.upload_artifact(tokio_stream::iter(chunks)).await?;
+    Ok(())
+}
