@@ -16,4 +16,5 @@ pub mod results;
 pub mod run;
 pub mod scheduler;
 pub mod service;
+pub mod status;
 pub mod sweep;

@@ -1,0 +1,129 @@
+//! The coordinator's command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coordinator",
+    version,
+    about = "hypersweep coordinator: runs hyperparameter sweeps over gRPC workers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a sweep: serve trials to local (and, with --listen, remote) workers until every
+    /// trial has finished, then write the report.
+    Run(RunArgs),
+    /// Validate a sweep file and print its trial table without running anything.
+    Check(CheckArgs),
+    /// Print the trial table of a results folder (live while a sweep runs).
+    Status(StatusArgs),
+    /// (Re)build the report of a results folder.
+    Report(ReportArgs),
+}
+
+/// Flags that override the sweep file (which `SWEEP_*` environment variables override too).
+#[derive(Debug, Clone, Args)]
+pub struct SweepOverrides {
+    /// The sweep's name (its results folder), instead of the file's `name`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The base seed, instead of the file's `seed`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SweepOverrides {
+    pub fn to_overrides(&self) -> crate::sweep::Overrides {
+        crate::sweep::Overrides {
+            name: self.name.clone(),
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The sweep file (TOML).
+    pub sweep: PathBuf,
+    #[command(flatten)]
+    pub overrides: SweepOverrides,
+    /// Print only the summary line, not the table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The sweep file (TOML).
+    pub sweep: PathBuf,
+    #[command(flatten)]
+    pub overrides: SweepOverrides,
+    /// Results folder. Default: results/<sweep name> under the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Address to serve gRPC on. Default: 127.0.0.1 on a free port (local workers only);
+    /// give e.g. 0.0.0.0:50051 to let remote workers `worker join`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Local worker processes to start. Default: one per core, one thread each.
+    #[arg(long, value_name = "N")]
+    pub local_workers: Option<usize>,
+    /// libtorch threads of each local worker. Default: cores / local workers.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Device of the local workers: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The worker binary. Default: `worker` beside this executable, then on PATH.
+    #[arg(long, value_name = "PATH", env = "HYPERSWEEP_WORKER")]
+    pub worker_bin: Option<PathBuf>,
+    /// Seconds without a heartbeat or report after which a lease expires and its trial is
+    /// queued again.
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_timeout: f64,
+    /// Attempts per trial before it is marked failed.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Skip the report at the end.
+    #[arg(long)]
+    pub no_report: bool,
+    /// No live progress bars, plain log lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Data options handed to local workers.
+    #[command(flatten)]
+    pub data: WorkerData,
+}
+
+/// Options passed through to local workers (tests and smoke runs use the subsets).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerData {
+    /// Folder with the Fashion-MNIST IDX files, for local workers.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local workers train on the first N training images only.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// Local workers evaluate on the first N test images only.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// A results folder, e.g. results/lab4.
+    pub results: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A results folder, e.g. results/lab4.
+    pub results: PathBuf,
+}
