@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// No live progress bars, plain log lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// Extra argument for every local worker's `worker join` (repeatable), e.g.
+    /// `--worker-arg=--noop` to measure orchestration overhead alone.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub worker_arg: Vec<String>,
     /// Data options handed to local workers.
     #[command(flatten)]
     pub data: WorkerData,

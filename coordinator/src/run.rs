@@ -241,6 +241,7 @@ fn spawn_local_workers(
         if let Some(n) = args.data.test_limit {
             cmd.args(["--test-limit", &n.to_string()]);
         }
+        cmd.args(&args.worker_arg);
         let child = cmd.spawn().with_context(|| {
             format!(
                 "starting local worker {} ({}); build it with `cargo build --release` or pass --worker-bin",

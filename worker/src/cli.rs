@@ -138,6 +138,10 @@ pub struct JoinArgs {
     /// that they never outlive it).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
+    /// Train nothing: report every epoch at once with made-up metrics and upload no artifacts.
+    /// For measuring the orchestration overhead of the real gRPC path.
+    #[arg(long, hide = true)]
+    pub noop: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
