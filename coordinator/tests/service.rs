@@ -638,3 +638,35 @@ async fn artifacts_are_stored_under_plain_allowed_names_only() {
     assert!(!sb.results().join("x").exists());
     sb.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_lists_the_coordinator_and_health() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let sb = Sandbox::start(&[hp(1, 8)], |_| {}).await;
+    let channel = Channel::from_shared(format!("http://{}", sb.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}")
+    };
+    let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains("sweep.v1.Coordinator"), "{names:?}");
+    assert!(names.contains("grpc.health.v1.Health"), "{names:?}");
+    sb.stop().await;
+}
