@@ -244,6 +244,11 @@ fn test_images(
     Ok(split)
 }
 
+/// Reads one metric of an epoch.
+type EpochField = fn(&EpochRow) -> Option<f64>;
+/// Reads one hyperparameter of a trial as text.
+type HpText = fn(&TrialRow) -> Option<String>;
+
 fn curve_series(epochs: &[EpochRow], acc: bool) -> Vec<plot::Series> {
     let pick = |f: fn(&EpochRow) -> Option<f64>| -> Vec<(i64, f64)> {
         epochs
@@ -251,11 +256,7 @@ fn curve_series(epochs: &[EpochRow], acc: bool) -> Vec<plot::Series> {
             .filter_map(|e| f(e).map(|v| (e.epoch, v)))
             .collect()
     };
-    let (tr, va, te): (
-        fn(&EpochRow) -> Option<f64>,
-        fn(&EpochRow) -> Option<f64>,
-        fn(&EpochRow) -> Option<f64>,
-    ) = if acc {
+    let (tr, va, te): (EpochField, EpochField, EpochField) = if acc {
         (|e| e.train_acc, |e| e.val_acc, |e| e.test_acc)
     } else {
         (|e| e.train_loss, |e| e.val_loss, |e| e.test_loss)
@@ -279,11 +280,32 @@ fn curve_series(epochs: &[EpochRow], acc: bool) -> Vec<plot::Series> {
     ]
 }
 
+/// Panels in hyperparameter order (arch, width, dropout, learning rate, ...), then by id, so
+/// a grid reads like the sweep's axes rather than in hash order.
+fn hparam_order(a: &TrialRow, b: &TrialRow) -> std::cmp::Ordering {
+    let f = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (x, y) => x.is_some().cmp(&y.is_some()),
+    };
+    a.arch
+        .cmp(&b.arch)
+        .then(a.hidden.cmp(&b.hidden))
+        .then(f(a.dropout, b.dropout))
+        .then(f(a.lr, b.lr))
+        .then(f(a.momentum, b.momentum))
+        .then(f(a.weight_decay, b.weight_decay))
+        .then(a.batch_size.cmp(&b.batch_size))
+        .then(a.epochs.cmp(&b.epochs))
+        .then(f(a.validation, b.validation))
+        .then(a.seed.cmp(&b.seed))
+        .then(a.trial_id.cmp(&b.trial_id))
+}
+
 /// A panel title for a trial of an experiment: its label, plus whichever of batch size,
 /// epochs, validation fraction and seed vary within the experiment.
 fn grid_title(t: &TrialRow, group: &[&RankedTrial]) -> String {
     let mut s = t.label();
-    let varies = |f: fn(&TrialRow) -> Option<String>| {
+    let varies = |f: HpText| {
         group
             .iter()
             .map(|g| f(&g.row))
@@ -291,7 +313,7 @@ fn grid_title(t: &TrialRow, group: &[&RankedTrial]) -> String {
             .len()
             > 1
     };
-    let extras: [(&str, fn(&TrialRow) -> Option<String>); 4] = [
+    let extras: [(&str, HpText); 4] = [
         ("bs", |r| r.batch_size.map(|v| v.to_string())),
         ("ep", |r| r.epochs.map(|v| v.to_string())),
         ("val", |r| r.validation.map(|v| v.to_string())),
@@ -459,6 +481,7 @@ pub fn generate(results_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
                         ),
                         format!("H = {:.4}", scored.entropy[i]),
                     ],
+                    wrong: scored.pred[i] != scored.preds.labels[i],
                 })
                 .collect();
             let png = plot::samples("hardest test samples (highest predictive entropy)", &items)
@@ -495,7 +518,7 @@ pub fn generate(results_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
             .push(t);
     }
     for (exp, mut group) in experiments {
-        group.sort_by(|a, b| a.row.trial_id.cmp(&b.row.trial_id));
+        group.sort_by(|a, b| hparam_order(&a.row, &b.row));
         for (metric, acc, pos) in [
             ("loss", false, SeriesLabelPosition::UpperRight),
             ("acc", true, SeriesLabelPosition::LowerRight),

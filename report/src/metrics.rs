@@ -154,7 +154,6 @@ impl ClassificationReport {
         for (n, sc) in self.names.iter().zip(&self.classes) {
             row(n, sc);
         }
-        drop(row);
         let _ = writeln!(s, "accuracy,,,{:.4},{}", self.accuracy, self.total());
         for (n, sc) in [
             ("macro avg", &self.macro_avg),

@@ -15,6 +15,7 @@ const FONT: &str = "sans-serif";
 pub(crate) const TRAIN: RGBColor = RGBColor(31, 119, 180);
 pub(crate) const VAL: RGBColor = RGBColor(255, 127, 14);
 pub(crate) const TEST: RGBColor = RGBColor(44, 160, 44);
+const RED_INK: RGBColor = RGBColor(200, 30, 30);
 
 type PResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
@@ -56,7 +57,7 @@ fn encode_png(w: u32, h: u32, rgb: &[u8]) -> Result<Vec<u8>, png::EncodingError>
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Fast);
+        enc.set_compression(png::Compression::Default);
         let mut writer = enc.write_header()?;
         writer.write_image_data(rgb)?;
     }
@@ -340,9 +341,12 @@ pub(crate) fn confusion(
 pub(crate) struct Sample<'a> {
     pub pixels: &'a [u8],
     pub lines: Vec<String>,
+    /// Draws the text in red (a wrong prediction).
+    pub wrong: bool,
 }
 
-/// Images in a grid (3×3 for nine), each with its text above, in grey (0 black, 255 white).
+/// Images in a grid (3×3 for nine), each with its text above (red when the prediction is
+/// wrong), in grey (0 black, 255 white).
 pub(crate) fn samples(title: &str, items: &[Sample<'_>]) -> Result<Vec<u8>, String> {
     let side = dataset::SIDE as i32;
     let scale = 7i32;
@@ -359,7 +363,7 @@ pub(crate) fn samples(title: &str, items: &[Sample<'_>]) -> Result<Vec<u8>, Stri
                 root.draw(&Text::new(
                     line.clone(),
                     (c * pw + pw / 2, y0 + 8 + 18 * j as i32),
-                    centered(14),
+                    centered(14).color(if s.wrong { &RED_INK } else { &BLACK }),
                 ))?;
             }
             let iy = y0 + 8 + 18 * s.lines.len() as i32;

@@ -847,6 +847,9 @@ fn thirteen_trial_sweep_is_reported_quickly() {
     for exp in ["lr", "width", "cnn"] {
         assert_drawn(&dir.join(format!("report/grid_{exp}_acc.png")), 1000, 300);
     }
+    if std::env::var_os("REPORT_TEST_KEEP").is_some() {
+        println!("kept {}", tmp.keep().display());
+    }
     if !cfg!(debug_assertions) {
         assert!(
             took.as_secs_f64() < 5.0,
