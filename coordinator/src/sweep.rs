@@ -392,16 +392,30 @@ fn read_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<EnvV
                     .into(),
             });
         }
-        // A name is text whatever it looks like; everything else is parsed as a value.
-        let value = if key[0] == "name" {
-            Value::from(raw)
-        } else {
-            raw.parse::<Value>().unwrap_or_else(|never| match never {})
-        };
+        let value = env_value(&key, raw);
         out.push(EnvVar { var, key, value });
     }
     out.sort_by(|a, b| a.var.cmp(&b.var));
     Ok(out)
+}
+
+/// A name is text whatever it looks like; a number is read as Rust reads it (figment's own
+/// parser misses exponents such as `1e-3`); anything else as figment reads env values.
+fn env_value(key: &[String], raw: String) -> Value {
+    let t = raw.trim();
+    if key[0] == "name" {
+        Value::from(raw)
+    } else if let Ok(i) = t.parse::<i64>() {
+        Value::from(i)
+    } else if let Some(x) = t
+        .parse::<f64>()
+        .ok()
+        .filter(|_| t.bytes().any(|b| b.is_ascii_digit()))
+    {
+        Value::from(x)
+    } else {
+        raw.parse::<Value>().unwrap_or_else(|never| match never {})
+    }
 }
 
 /// Which part of an entry an error points at.
@@ -497,6 +511,7 @@ impl Ctx<'_> {
             Kind::InvalidType(actual, _) if key.first().is_some_and(|k| k == "defaults") => {
                 format!("defaults must be a table, written [defaults], found {actual}")
             }
+            other if key.is_empty() => other.to_string(),
             other => format!("{}: {other}", key.join(".")),
         };
         self.error(&key, At::Key, message)
@@ -547,8 +562,17 @@ impl Ctx<'_> {
 
         let mut base = Hyperparams::default();
         if let Some(seed) = &raw.seed {
+            let seed_key = key_path(&["seed"]);
+            if let Value::Array(..) = seed {
+                return Err(self.error(
+                    &seed_key,
+                    At::Value,
+                    "seed must be a single whole number here; for repeats put a list of seeds \
+                     in an [[experiment]]",
+                ));
+            }
             Setting::parse(Param::Seed, seed)
-                .map_err(|m| self.error(&key_path(&["seed"]), At::Value, m))?
+                .map_err(|m| self.error(&seed_key, At::Value, m))?
                 .apply(&mut base);
         }
 

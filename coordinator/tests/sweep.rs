@@ -113,7 +113,12 @@ fn grid_and_smoke_sweeps() {
 
 /// What a bad file is, its text, the line and column (0: any) the error must point at, and a
 /// piece of its message.
-type ErrorCase = (&'static str, &'static str, Option<(usize, usize)>, &'static str);
+type ErrorCase = (
+    &'static str,
+    &'static str,
+    Option<(usize, usize)>,
+    &'static str,
+);
 
 #[test]
 fn every_error_names_file_line_and_key() {
@@ -261,6 +266,12 @@ fn every_error_names_file_line_and_key() {
             "name = \"s\"\nseed = -1\n[[experiment]]\nname = \"a\"\n",
             Some((2, 8)),
             "seed must not be negative",
+        ),
+        (
+            "list of seeds at the top level",
+            "name = \"s\"\nseed = [1, 2]\n[[experiment]]\nname = \"a\"\n",
+            Some((2, 8)),
+            "for repeats put a list of seeds in an [[experiment]]",
         ),
         (
             "toml syntax",
@@ -438,6 +449,8 @@ fn env_overrides_and_flags_win_over_the_file() {
             ("SWEEP_SEED", "5"),
             ("SWEEP_DEFAULTS__EPOCHS", "7"),
             ("SWEEP_DEFAULTS__BATCH_SIZE", "32"),
+            ("sweep_defaults__arch", "cnn"),
+            ("SWEEP_DEFAULTS__MOMENTUM", "9e-1"),
             ("PATH", "/bin"),
         ]),
     )
@@ -445,6 +458,7 @@ fn env_overrides_and_flags_win_over_the_file() {
     assert_eq!(s.name, "from-env");
     let h = &s.trials[0].hparams;
     assert_eq!((h.seed, h.epochs, h.batch_size, h.lr), (5, 7, 32, 0.1));
+    assert_eq!((h.arch, h.momentum), (Arch::Cnn, 0.9));
 
     let s = load_str(
         path,
