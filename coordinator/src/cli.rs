@@ -16,6 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run a sweep: serve trials to local (and, with --listen, remote) workers until every
     /// trial has finished, then write the report.
@@ -91,6 +92,10 @@ pub struct RunArgs {
     /// Attempts per trial before it is marked failed.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Delete the results of an earlier run in the results folder first. Without it a
+    /// folder that already holds results is refused (resuming it is not supported yet).
+    #[arg(long)]
+    pub fresh: bool,
     /// Skip the report at the end.
     #[arg(long)]
     pub no_report: bool,

@@ -72,6 +72,7 @@ pub fn results_dir(args: &RunArgs, sweep: &Sweep) -> PathBuf {
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let sweep = sweep::load(&args.sweep, &args.overrides.to_overrides())?;
     let results = results_dir(&args, &sweep);
+    prepare_results(&results, args.fresh)?;
     std::fs::create_dir_all(&results)
         .with_context(|| format!("creating results folder {}", results.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -184,6 +185,45 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What a run leaves in its results folder.
+const RUN_OUTPUTS: [&str; 5] = [
+    crate::results::TRIALS_FILE,
+    crate::results::EPOCHS_DIR,
+    "artifacts",
+    "report",
+    "logs",
+];
+
+/// Refuses a results folder that holds an earlier run (its epochs would mix with this run's),
+/// or, with `fresh`, deletes that run's outputs.
+fn prepare_results(results: &Path, fresh: bool) -> Result<()> {
+    let existing: Vec<&str> = RUN_OUTPUTS
+        .into_iter()
+        .filter(|o| results.join(o).exists())
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    if !fresh {
+        bail!(
+            "{} already holds the results of an earlier run ({}); pass --fresh to delete them and \
+             start over, or --results DIR to write elsewhere",
+            results.display(),
+            existing.join(", ")
+        );
+    }
+    for o in existing {
+        let p = results.join(o);
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// The worker binary: `--worker-bin`/`HYPERSWEEP_WORKER`, else `worker` beside this

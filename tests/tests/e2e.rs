@@ -145,6 +145,26 @@ fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
     }
     assert!(results.join("report/index.html").is_file());
 
+    // A second run into the same folder would mix two runs' epochs: refused.
+    let again = coordinator()
+        .current_dir(tmp.path())
+        .arg("run")
+        .arg(repo().join("sweeps/smoke.toml"))
+        .arg("--results")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--fresh"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        sql(&format!("SELECT count(*) FROM '{r}/epochs/*.parquet'")),
+        ["8"]
+    );
+
     // `status` reads the results folder.
     let st = coordinator().arg("status").arg(&results).output().unwrap();
     assert_ok(&st);
@@ -304,4 +324,73 @@ fn check_prints_the_lab4_table() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            if cmd.contains(needle) && !zombie {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn local_workers_do_not_outlive_a_killed_coordinator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("long.toml");
+    std::fs::write(&sweep, "name = \"long\"\n[[experiment]]\nname = \"l\"\narch = \"cnn\"\nhidden = 8\nepochs = 50\nlr = [0.1, 0.05]\n").unwrap();
+    let mut coord = coordinator()
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(tmp.path().join("results"))
+        .args(["--local-workers", "2", "--threads", "1", "--plain"])
+        .args(SUBSET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = wait_for_line(&mut coord, "coordinator listening", Duration::from_secs(30));
+    let port = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let needle = format!("--coordinator http://127.0.0.1:{port} ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with(&needle).len() < 2 {
+        assert!(Instant::now() < deadline, "local workers never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    coord.kill().unwrap(); // SIGKILL: no chance to clean up
+    coord.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&needle).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "local workers outlived the coordinator: {:?}",
+            processes_with(&needle)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -51,12 +51,15 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         watch_stdin();
     }
 
-    let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
-    let data = Arc::new(
-        tokio::task::spawn_blocking(move || dataset::load(&data_dir))
+    let data = if args.noop {
+        None
+    } else {
+        let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
+        let data = tokio::task::spawn_blocking(move || dataset::load(&data_dir))
             .await
-            .expect("loader thread")?,
-    );
+            .expect("loader thread")?;
+        Some(Arc::new(data))
+    };
     let subset = Subset {
         train: args.data.train_limit,
         test: args.data.test_limit,
@@ -271,6 +274,7 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
 /// coordinator with `Fail`; only errors talking to the coordinator come back from here.
 async fn run_trial(
     ctx: &Arc<Ctx>,
+    data: &Arc<dataset::FashionMnist>,
     slot: usize,
     trial_id: String,
     attempt: u32,
