@@ -898,6 +898,7 @@ fn matches_scikit_learn_when_available() {
         .lines()
         .map(str::to_string)
         .collect();
+    assert_eq!(want.len(), 13, "unexpected scikit-learn output: {want:?}");
     let got = csv(&dir.join("report/classification_report.csv"));
     let body: Vec<&Vec<String>> = got[1..].iter().filter(|r| r[0] != "accuracy").collect();
     for (g, w) in body.iter().zip(&want) {
