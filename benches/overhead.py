@@ -3,7 +3,11 @@
 
     python3 benches/overhead.py --coordinator target/release/coordinator --trials 10000 --workers 8
 """
-import argparse, os, subprocess, tempfile, time
+import argparse, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sweep_wall import poll_hwm  # noqa: E402
+import threading  # noqa: E402
 
 
 def main():
@@ -24,13 +28,15 @@ def main():
         with open(os.path.join(tmp, "log"), "w") as log:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                     env={**os.environ, "RUST_LOG": "warn"})
+            hwm = [0.0]
+            threading.Thread(target=poll_hwm, args=(proc.pid, hwm), daemon=True).start()
             out = proc.stdout.read()
             _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         print(out.strip())
         print(f"| trials | workers | wall time (s) | per trial (ms) | coordinator peak RSS (MB) | exit |")
         print(f"|---|---|---|---|---|---|")
-        print(f"| {a.trials} | {a.workers} | {wall:.2f} | {1000 * wall / a.trials:.2f} | {ru.ru_maxrss / 1024:.0f} | {os.waitstatus_to_exitcode(status)} |")
+        print(f"| {a.trials} | {a.workers} | {wall:.2f} | {1000 * wall / a.trials:.2f} | {hwm[0]:.0f} | {os.waitstatus_to_exitcode(status)} |")
         print(f"machine: {os.cpu_count()} cores")
 
 

@@ -316,8 +316,22 @@ async fn follow(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // Progress changes on every report; redrawing (which walks every trial's record) is
+    // throttled so that a sweep of many short trials is not slowed by its own display.
+    let mut last_draw: Option<Instant> = None;
     loop {
         let progress = rx.borrow_and_update().clone();
+        if !progress.is_done() && last_draw.is_some_and(|t| t.elapsed() < DRAW_EVERY) {
+            tokio::select! {
+                _ = tokio::time::sleep(DRAW_EVERY) => {}
+                _ = &mut ctrl_c => {
+                    display.finish(&progress);
+                    bail!("interrupted; finished epochs are in the results folder");
+                }
+            }
+            continue;
+        }
+        last_draw = Some(Instant::now());
         let done_epochs: u64 = shared
             .records()
             .iter()
@@ -374,6 +388,9 @@ async fn follow(
         }
     }
 }
+
+/// Least time between two redraws of the progress display.
+const DRAW_EVERY: Duration = Duration::from_millis(200);
 
 /// Live progress bars on a terminal, plain log lines otherwise.
 struct Display {

@@ -881,6 +881,9 @@ impl Plan {
                 h.validate().map_err(|e| {
                     ctx.error(&exp.key, At::Key, format!("experiment {:?}: {e}", exp.name))
                 })?;
+                // ffv0-ffv2 have no dropout layer: a dropout axis over them would otherwise
+                // give identical runs under different ids.
+                let h = h.normalized();
                 let id = h.trial_id();
                 match seen.entry(id) {
                     Entry::Occupied(first) => {

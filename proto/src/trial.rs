@@ -164,6 +164,20 @@ impl Hyperparams {
         Ok(())
     }
 
+    /// Whether the architecture has a dropout layer (only `ffv3` does).
+    pub fn uses_dropout(&self) -> bool {
+        self.arch == Arch::Ffv3
+    }
+
+    /// Drops settings the architecture ignores (dropout outside `ffv3`), so that two
+    /// configurations that train identically are one trial with one id.
+    pub fn normalized(mut self) -> Self {
+        if !self.uses_dropout() {
+            self.dropout = 0.0;
+        }
+        self
+    }
+
     /// The canonical text of these hyperparameters: fixed key order, shortest round-trip
     /// float formatting. Two trials with equal hyperparameters have equal text.
     pub fn canonical(&self) -> String {
@@ -288,6 +302,22 @@ mod tests {
         assert!(TrialId::is_well_formed(a.trial_id().as_str()));
         assert!(!TrialId::is_well_formed("../etc/passwd"));
         assert!(!TrialId::is_well_formed("ffv0-zzzzzzzzzzzz"));
+    }
+
+    #[test]
+    fn dropout_is_dropped_where_the_network_has_none() {
+        let a = Hyperparams {
+            arch: Arch::Ffv1,
+            dropout: 0.25,
+            ..Default::default()
+        };
+        assert_eq!(a.clone().normalized().dropout, 0.0);
+        let b = Hyperparams {
+            arch: Arch::Ffv3,
+            dropout: 0.25,
+            ..Default::default()
+        };
+        assert_eq!(b.clone().normalized(), b);
     }
 
     #[test]

@@ -110,6 +110,12 @@ impl TrainArgs {
         };
         h.validate()
             .map_err(|e| format!("--{}: {}", e.key.replace('_', "-"), e.reason))?;
+        if h.dropout > 0.0 && !h.uses_dropout() {
+            return Err(format!(
+                "--dropout: {} has no dropout layer (only ffv3 does)",
+                h.arch
+            ));
+        }
         Ok(h)
     }
 }
