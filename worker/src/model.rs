@@ -16,6 +16,7 @@ pub const CLASSES: i64 = 10;
 
 /// A network of any of the five architectures.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per trial, never moved in a hot path: boxing buys nothing
 pub enum Net {
     /// `ffv0` (sigmoid) and `ffv1` (ReLU): `capas.1` and `capas.3` are the linear layers.
     OneHidden {
