@@ -128,7 +128,9 @@ pub struct JoinArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Trials run at once.
+    /// Trials run at once. With more than one, trials in this process share libtorch's
+    /// global random generator, so a trial's numbers depend on its neighbours' timing: use
+    /// one slot per process (several processes) where per-seed reproducibility matters.
     #[arg(long, default_value_t = 1)]
     pub slots: usize,
     /// libtorch intra-op threads per trial. Default: the machine's cores divided by --slots.

@@ -13,7 +13,12 @@ fn data() -> dataset::FashionMnist {
     dataset::load(&dir).expect("verified Fashion-MNIST")
 }
 
+/// libtorch's random generator is global to the process and the test harness runs tests on
+/// several threads: trials in this file train one at a time, or their draws interleave.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(h: &Hyperparams, subset: Subset) -> (Trial, Vec<EpochMetrics>) {
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     worker::device::set_threads(1);
     let d = data();
     let mut trial = Trial::new(h, &d, subset, Device::Cpu).unwrap();
