@@ -190,6 +190,16 @@ fn wait_for_line(child: &mut Child, needle: &'static str, timeout: Duration) -> 
         .unwrap_or_else(|_| panic!("no line with {needle:?} within {timeout:?}"))
 }
 
+/// The address a coordinator logged as `coordinator listening addr=HOST:PORT`.
+fn listening_addr(coord: &mut Child) -> String {
+    let line = wait_for_line(coord, "coordinator listening", Duration::from_secs(30));
+    let after = line
+        .split("addr=")
+        .nth(1)
+        .expect("addr= in the listening line");
+    after.split_whitespace().next().unwrap().to_owned()
+}
+
 #[test]
 fn a_worker_killed_mid_trial_has_its_trial_finished_elsewhere_without_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,15 +229,7 @@ fn a_worker_killed_mid_trial_has_its_trial_finished_elsewhere_without_duplicates
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = wait_for_line(&mut coord, "coordinator listening", Duration::from_secs(30));
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = listening_addr(&mut coord);
     let url = format!("http://{addr}");
 
     let join = |name: &str| {
@@ -364,18 +366,8 @@ fn local_workers_do_not_outlive_a_killed_coordinator() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let line = wait_for_line(&mut coord, "coordinator listening", Duration::from_secs(30));
-    let port = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let addr = listening_addr(&mut coord);
+    let port = addr.rsplit(':').next().unwrap();
     let needle = format!("--coordinator http://127.0.0.1:{port} ");
     let deadline = Instant::now() + Duration::from_secs(30);
     while processes_with(&needle).len() < 2 {
