@@ -122,7 +122,7 @@ impl TrainArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct JoinArgs {
-    /// The coordinator's address, e.g. http://10.0.0.5:50051.
+    /// The coordinator's address, e.g. http://10.0.0.5:50051; https://... connects with TLS.
     #[arg(long, value_name = "URL")]
     pub coordinator: String,
     /// cpu, cuda, cuda:N or auto.
@@ -139,6 +139,27 @@ pub struct JoinArgs {
     /// Name shown in results and logs. Default: host:pid.
     #[arg(long)]
     pub name: Option<String>,
+    /// File holding the coordinator's shared token, sent as `authorization: Bearer <token>`
+    /// on every call (required when the coordinator has one). Never the token itself on the
+    /// command line: it would show in the process list.
+    #[arg(long, value_name = "FILE", env = "SWEEP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for the coordinator's TLS certificate (a private CA or the
+    /// coordinator's self-signed certificate). Implies TLS. Default with an https:// URL: the
+    /// system's trusted roots.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to verify the coordinator's certificate against (and send as SNI) instead of the
+    /// URL's host, e.g. when connecting by IP address. Implies TLS.
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+    /// PEM client certificate, for a coordinator that requires client certificates
+    /// (with --tls-key). Implies TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Give up when the coordinator cannot be reached for this many seconds.
     #[arg(long, default_value_t = 60)]
     pub reconnect_timeout: u64,

@@ -6,10 +6,11 @@
 //! raises the abandon flag of any lease the coordinator no longer gives this worker.
 
 use crate::cli::JoinArgs;
+use crate::connect::{self, Client, Connection};
 use crate::data::Subset;
 use crate::train::Trial;
 use crate::{device, Error, Result};
-use proto::pb::{self, coordinator_client::CoordinatorClient, lease_response::Outcome};
+use proto::pb::{self, lease_response::Outcome};
 use proto::{EpochMetrics, Hyperparams};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tch::Device;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 /// Bytes per artifact chunk.
@@ -27,7 +27,7 @@ const CHUNK: usize = 1 << 20;
 type Running = Arc<Mutex<HashMap<(String, u32), Arc<AtomicBool>>>>;
 
 struct Ctx {
-    client: CoordinatorClient<Channel>,
+    client: Client,
     worker_id: String,
     /// `None` with `--noop`.
     data: Option<Arc<dataset::FashionMnist>>,
@@ -65,17 +65,15 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         test: args.data.test_limit,
     };
 
-    let endpoint = Endpoint::from_shared(args.coordinator.clone())
-        .map_err(|e| Error::InvalidArgument(format!("--coordinator {:?}: {e}", args.coordinator)))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+    // Plaintext or TLS, with the token interceptor: see connect.rs.
+    let conn = Connection::from_args(&args)?;
     let reconnect_timeout = Duration::from_secs(args.reconnect_timeout);
     let channel = retry(reconnect_timeout, "connect", || {
-        let e = endpoint.clone();
+        let e = conn.endpoint.clone();
         async move { e.connect().await.map_err(Error::from) }
     })
     .await?;
-    let mut client = CoordinatorClient::new(channel).max_decoding_message_size(16 << 20);
+    let mut client = conn.client(channel);
     let reg = client
         .register(pb::RegisterRequest {
             name: name.clone(),
@@ -84,7 +82,12 @@ pub async fn run(args: JoinArgs) -> Result<()> {
             threads: threads as u32,
             version: env!("CARGO_PKG_VERSION").into(),
         })
-        .await?
+        .await
+        .map_err(|s| match s.code() {
+            // A wrong or missing token never gets better: stop with what to check.
+            tonic::Code::Unauthenticated => connect::unauthenticated(&s, args.token_file.is_some()),
+            _ => Error::from(s),
+        })?
         .into_inner();
     info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), slots, threads, sweep = %reg.sweep_name, "registered");
 
@@ -334,6 +337,7 @@ async fn run_trial(
             worker_id: ctx.worker_id.clone(),
             trial: ta(),
             metrics: Some((&m).into()),
+            checkpoint: Vec::new(),
         };
         let mut client = ctx.client.clone();
         let sent = retry(ctx.reconnect_timeout, "report", || {
@@ -445,6 +449,7 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
             worker_id: ctx.worker_id.clone(),
             trial: trial.clone(),
             metrics: Some((&m).into()),
+            checkpoint: Vec::new(),
         };
         client.report_epoch(req).await?;
     }
@@ -458,7 +463,7 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
 }
 
 async fn upload(
-    client: &mut CoordinatorClient<Channel>,
+    client: &mut Client,
     worker_id: &str,
     trial_id: &str,
     attempt: u32,

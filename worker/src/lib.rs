@@ -7,6 +7,7 @@
 //! epochs and artifacts back; [`cli`] is the command line of the thin `main.rs`.
 
 pub mod cli;
+pub mod connect;
 pub mod data;
 pub mod device;
 pub mod join;
