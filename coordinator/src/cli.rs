@@ -70,9 +70,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Address to serve gRPC on. Default: 127.0.0.1 on a free port (local workers only);
-    /// give e.g. 0.0.0.0:50051 to let remote workers `worker join`.
+    /// give e.g. 0.0.0.0:50051 to let remote workers `worker join`. A non-loopback address
+    /// needs --token-file.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Local worker processes to start. Default: one per core, one thread each.
     #[arg(long, value_name = "N")]
     pub local_workers: Option<usize>,
@@ -109,6 +112,39 @@ pub struct RunArgs {
     /// Data options handed to local workers.
     #[command(flatten)]
     pub data: WorkerData,
+}
+
+/// Who may call the coordinator (see `coordinator::security`).
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// File holding the shared token every call must carry (`authorization: Bearer <token>`);
+    /// required with a non-loopback --listen, enforced on loopback too when given. Local
+    /// workers get the same file. A file, never the token itself: a command line is visible
+    /// to every user in the process list.
+    #[arg(long, value_name = "FILE", env = "SWEEP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate (chain) to serve TLS with (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require every client to present a certificate signed by one
+    /// (mutual TLS). Local workers then need theirs through --worker-arg=--tls-cert=PEM
+    /// --worker-arg=--tls-key=PEM.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    pub fn to_options(&self) -> crate::security::SecurityOptions {
+        crate::security::SecurityOptions {
+            token_file: self.token_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+        }
+    }
 }
 
 /// Options passed through to local workers (tests and smoke runs use the subsets).

@@ -8,6 +8,8 @@
 //! - [`results`] writes `trials.parquet` and `epochs/*.parquet` (each file whole, renamed into place).
 //! - [`service`] is the `sweep.v1.Coordinator` gRPC service over the scheduler and the results,
 //!   plus health and reflection; [`service::serve`] takes a bound listener and a shutdown future.
+//! - [`security`] is the shared token and TLS: the loopback-or-token rule, the interceptor
+//!   that answers `UNAUTHENTICATED`, the rustls configuration.
 //! - [`run`] is `coordinator run`: server, local worker processes, progress, report.
 //! - [`cli`] parses the command line for the thin binary in `main.rs`.
 
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod results;
 pub mod run;
 pub mod scheduler;
+pub mod security;
 pub mod service;
 pub mod status;
 pub mod sweep;

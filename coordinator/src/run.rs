@@ -7,6 +7,7 @@
 
 use crate::cli::{CheckArgs, RunArgs};
 use crate::scheduler::{Progress, QueuedTrial, TrialStatus};
+use crate::security::{self, ServerSecurity};
 use crate::service::{self, ServiceConfig, Shared};
 use crate::sweep::{self, Sweep};
 use anyhow::{bail, Context, Result};
@@ -71,6 +72,12 @@ pub fn results_dir(args: &RunArgs, sweep: &Sweep) -> PathBuf {
 /// `coordinator run`.
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let sweep = sweep::load(&args.sweep, &args.overrides.to_overrides())?;
+    // Before anything is written or started: a non-loopback address needs a token, and every
+    // security file is read and checked now.
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let security = ServerSecurity::from_options(&args.security.to_options(), listen)?;
     let results = results_dir(&args, &sweep);
     prepare_results(&results, args.fresh)?;
     std::fs::create_dir_all(&results)
@@ -90,9 +97,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         );
     }
 
-    let listen = args
-        .listen
-        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let local = LocalWorkerSecurity::new(&args, &security, local_workers)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -122,12 +127,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service::serve(listener, Arc::clone(&shared), async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(service::serve(
+        listener,
+        Arc::clone(&shared),
+        security,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let started = Instant::now();
-    let mut workers = spawn_local_workers(&args, local_workers, threads, addr, &results)?;
+    let mut workers = spawn_local_workers(&args, local_workers, threads, addr, &results, &local)?;
     let outcome = follow(&args, &sweep, &shared, &mut workers, started).await;
 
     shared
@@ -244,19 +254,95 @@ fn worker_binary(args: &RunArgs) -> PathBuf {
     PathBuf::from("worker")
 }
 
+/// What local workers (which connect to 127.0.0.1) need to pass the server's security: its
+/// token file, and with TLS a CA to trust and a name the certificate is valid for.
+///
+/// With TLS they trust the `--tls-cert` file itself: that works for a self-signed certificate,
+/// and for a CA-issued one when the file holds the chain up to its issuer (a "fullchain").
+/// Otherwise give `--worker-arg=--tls-ca=CA.pem`. They verify the certificate for 127.0.0.1,
+/// else for `localhost`; a certificate valid for neither needs
+/// `--worker-arg=--tls-domain=NAME` (one of its names). Client certificates
+/// (`--tls-client-ca`) are the user's to give: `--worker-arg=--tls-cert=PEM
+/// --worker-arg=--tls-key=PEM`. Whatever `--worker-arg` already sets is not set again.
+#[derive(Debug)]
+struct LocalWorkerSecurity {
+    scheme: &'static str,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl LocalWorkerSecurity {
+    fn new(args: &RunArgs, security: &ServerSecurity, n: usize) -> Result<LocalWorkerSecurity> {
+        let given = |flag: &str| {
+            args.worker_arg
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let mut out = LocalWorkerSecurity {
+            scheme: if security.has_tls() { "https" } else { "http" },
+            args: Vec::new(),
+        };
+        if n == 0 {
+            return Ok(out);
+        }
+        if let Some(token) = &args.security.token_file {
+            if !given("--token-file") {
+                out.args.push("--token-file".into());
+                out.args.push(absolute(token)?.into());
+            }
+        }
+        if let Some(cert) = args
+            .security
+            .tls_cert
+            .as_ref()
+            .filter(|_| security.has_tls())
+        {
+            if !given("--tls-ca") {
+                out.args.push("--tls-ca".into());
+                out.args.push(absolute(cert)?.into());
+            }
+            if !given("--tls-domain") {
+                let pem = std::fs::read(cert)
+                    .with_context(|| format!("--tls-cert {}", cert.display()))?;
+                match security::local_tls_name(&pem) {
+                    Some(None) => {}
+                    Some(Some(name)) => {
+                        out.args.push("--tls-domain".into());
+                        out.args.push(name.into());
+                    }
+                    None => bail!(
+                        "--tls-cert {} is valid for neither 127.0.0.1 nor localhost, so local                          workers (which connect to 127.0.0.1) cannot verify it: pass                          --worker-arg=--tls-domain=NAME with a name of the certificate, add                          127.0.0.1 to its subjectAltName, or use --local-workers 0",
+                        cert.display()
+                    ),
+                }
+            }
+            if security.requires_client_certs() && !(given("--tls-cert") && given("--tls-key")) {
+                bail!(
+                    "--tls-client-ca requires client certificates, and local workers have none:                      pass --worker-arg=--tls-cert=PEM --worker-arg=--tls-key=PEM (a certificate                      signed by the client CA), or use --local-workers 0"
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
 fn spawn_local_workers(
     args: &RunArgs,
     n: usize,
     threads: usize,
     addr: SocketAddr,
     results: &Path,
+    security: &LocalWorkerSecurity,
 ) -> Result<Vec<(PathBuf, Child)>> {
     let bin = worker_binary(args);
     let logs = results.join("logs");
     if n > 0 {
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     }
-    let url = format!("http://127.0.0.1:{}", addr.port());
+    let url = format!("{}://127.0.0.1:{}", security.scheme, addr.port());
     let mut children = Vec::with_capacity(n);
     for i in 0..n {
         let log_path = logs.join(format!("worker-{}.log", i + 1));
@@ -281,6 +367,8 @@ fn spawn_local_workers(
         if let Some(n) = args.data.test_limit {
             cmd.args(["--test-limit", &n.to_string()]);
         }
+        // Files only: the token never appears on a command line.
+        cmd.args(&security.args);
         cmd.args(&args.worker_arg);
         let child = cmd.spawn().with_context(|| {
             format!(

@@ -645,9 +645,14 @@ impl Coordinator for CoordinatorService {
 
 /// Serves the coordinator, gRPC health (`sweep.v1.Coordinator` SERVING) and reflection on
 /// `listener` until `shutdown` completes, expiring lapsed leases every quarter lease timeout.
+///
+/// `security` says what is enforced (its `Default`: nothing, as for loopback): its
+/// token on the coordinator service and reflection (health stays open for load balancers, see
+/// [`crate::security`]) and its TLS on the whole listener.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    security: crate::security::ServerSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -658,6 +663,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection =
+        tonic::service::interceptor::InterceptedService::new(reflection, security.interceptor());
 
     let period = (shared.config.lease_timeout / 4).max(Duration::from_millis(10));
     let expiry = {
@@ -673,11 +680,19 @@ pub async fn serve(
     };
     if let Ok(addr) = listener.local_addr() {
         info!(addr = %addr, sweep = %shared.config.sweep_name, "coordinator listening");
+        security.log(addr);
     }
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls_config() {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(CoordinatorServer::new(CoordinatorService::new(shared)))
+        .add_service(CoordinatorServer::with_interceptor(
+            CoordinatorService::new(shared),
+            security.interceptor(),
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

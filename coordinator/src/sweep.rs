@@ -363,6 +363,10 @@ struct EnvVar {
     value: Value,
 }
 
+/// `SWEEP_*` variables that `coordinator run` reads itself (through clap), not settings of the
+/// sweep: skipped here rather than refused as unknown. `SWEEP_TOKEN_FILE` is `--token-file`.
+const NOT_SWEEP_SETTINGS: &[&str] = &["token_file"];
+
 fn read_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<EnvVar>> {
     let mut out = Vec::new();
     for (var, raw) in vars {
@@ -373,6 +377,9 @@ fn read_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<EnvV
         else {
             continue;
         };
+        if NOT_SWEEP_SETTINGS.contains(&rest.as_str()) {
+            continue;
+        }
         let key: Vec<String> = rest.split("__").map(str::to_string).collect();
         let known = match key.as_slice() {
             [k] => k == "name" || k == "seed",

@@ -43,9 +43,14 @@ impl Sandbox {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(service::serve(listener, Arc::clone(&shared), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(service::serve(
+            listener,
+            Arc::clone(&shared),
+            Default::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Sandbox {
             shared,
             addr,
