@@ -95,10 +95,15 @@ pub struct RunArgs {
     /// Attempts per trial before it is marked failed.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
-    /// Delete the results of an earlier run in the results folder first. Without it a
-    /// folder that already holds results is refused (resuming it is not supported yet).
-    #[arg(long)]
+    /// Delete the results of an earlier run in the results folder and start over. Without it
+    /// the run resumes the sweep from its results folder (`state.redb`): finished trials are
+    /// kept, unfinished ones continue after their last recorded epoch, new trials of an
+    /// edited sweep file run.
+    #[arg(long, conflicts_with = "retry_failed")]
     pub fresh: bool,
+    /// When resuming, run the trials that failed before again (from their last checkpoint).
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Skip the report at the end.
     #[arg(long)]
     pub no_report: bool,

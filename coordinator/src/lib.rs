@@ -5,6 +5,8 @@
 //!   expands it into trials; [`sweep::Sweep`] is what the rest of the crate schedules.
 //! - [`scheduler`] is the trial queue and lease state machine: plain data, no I/O, tested
 //!   with virtual time.
+//! - [`store`] is the durable state in `state.redb` (redb): what a restarted coordinator
+//!   resumes from; one committer thread applies changes in group commits.
 //! - [`results`] writes `trials.parquet` and `epochs/*.parquet` (each file whole, renamed into place).
 //! - [`service`] is the `sweep.v1.Coordinator` gRPC service over the scheduler and the results,
 //!   plus health and reflection; [`service::serve`] takes a bound listener and a shutdown future.
@@ -20,4 +22,5 @@ pub mod scheduler;
 pub mod security;
 pub mod service;
 pub mod status;
+pub mod store;
 pub mod sweep;

@@ -3,8 +3,11 @@
 //! Under a results folder (`results/<sweep>/` by default):
 //! - `trials.parquet`: one row per trial (hyperparameters, status, attempts, best epoch, ...),
 //!   rewritten whole on every flush;
-//! - `epochs/part-<seq>-<unix_ms>.parquet`: the union of these files holds one row per trial and
+//! - `epochs/part-<first>-<last>.parquet`: the union of these files holds one row per trial and
 //!   epoch, with the trial's hyperparameters beside the metrics so one glob answers most questions.
+//!   `<first>` and `<last>` (12 digits) are the range of the rows' sequence numbers in the
+//!   coordinator's state ([`crate::store`]); parts cover contiguous ranges, so after a crash the
+//!   rows past the last part are written again and no row twice.
 //!
 //! Every file is written under a hidden temporary name in its final folder, fsynced, then
 //! renamed into place: a reader never sees half a file and `*.parquet` never matches a temp file.
@@ -26,7 +29,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultsError {
@@ -369,24 +372,41 @@ pub fn write_trials(dir: &Path, records: &[TrialRecord]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Buffers epoch rows and writes them in batches to `<dir>/epochs/part-<seq>-<unix_ms>.parquet`.
+/// The sequence range of a part file's name, `part-<first>-<last>.parquet`.
+pub fn part_range(name: &str) -> Option<(u64, u64)> {
+    let (first, last) = name
+        .strip_prefix("part-")?
+        .strip_suffix(".parquet")?
+        .split_once('-')?;
+    if first.len() != 12 || last.len() != 12 {
+        return None;
+    }
+    let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
+}
+
+/// Buffers epoch rows and writes them in batches to `<dir>/epochs/part-<first>-<last>.parquet`.
 ///
-/// The caller drives time: it asks [`EpochWriter::should_flush`] and calls [`EpochWriter::flush`].
-/// A row whose (trial, epoch) was already taken is dropped, so the files never hold a duplicate.
+/// Rows come with their sequence number in the coordinator's state and must be pushed in
+/// sequence order. The caller drives time: it asks [`EpochWriter::should_flush`] and calls
+/// [`EpochWriter::flush`]. A row already covered by a part file, or whose (trial, epoch) was
+/// taken before, is dropped, so the files never hold a duplicate.
 #[derive(Debug)]
 pub struct EpochWriter {
     epochs_dir: PathBuf,
     flush_rows: usize,
     flush_interval: Duration,
-    buffer: Vec<EpochRow>,
+    buffer: Vec<(u64, EpochRow)>,
     seen: HashSet<(TrialId, u32)>,
+    /// Rows with a smaller sequence number are in part files already.
     next_seq: u64,
     last_flush: Instant,
     rows_written: u64,
 }
 
 impl EpochWriter {
-    /// Creates `<dir>/epochs/`. Sequence numbers continue after any part files already there.
+    /// Creates `<dir>/epochs/` and finds the rows its part files already hold (see
+    /// [`EpochWriter::next_seq`]); leftover temporary files of a crashed write are removed.
     pub fn create(
         dir: &Path,
         flush_rows: usize,
@@ -399,13 +419,11 @@ impl EpochWriter {
         for entry in fs::read_dir(&epochs_dir).map_err(io_err("reading", &epochs_dir))? {
             let entry = entry.map_err(io_err("reading", &epochs_dir))?;
             let name = entry.file_name();
-            let seq = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("part-"))
-                .and_then(|n| n.split('-').next())
-                .and_then(|s| s.parse::<u64>().ok());
-            if let Some(seq) = seq {
-                next_seq = next_seq.max(seq + 1);
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            } else if let Some((_, last)) = part_range(name) {
+                next_seq = next_seq.max(last + 1);
             }
         }
         Ok(EpochWriter {
@@ -420,12 +438,19 @@ impl EpochWriter {
         })
     }
 
-    /// Buffers `row`; false (and nothing buffered) when this (trial, epoch) was taken before.
-    pub fn push(&mut self, row: EpochRow) -> bool {
-        if !self.seen.insert((row.trial_id.clone(), row.metrics.epoch)) {
+    /// The first sequence number no part file holds: rows from here on must be pushed again.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Buffers `row`; false (and nothing buffered) when a part file holds it already or this
+    /// (trial, epoch) was taken before.
+    pub fn push(&mut self, seq: u64, row: EpochRow) -> bool {
+        let pending = self.buffer.last().map_or(self.next_seq, |(s, _)| s + 1);
+        if seq < pending || !self.seen.insert((row.trial_id.clone(), row.metrics.epoch)) {
             return false;
         }
-        self.buffer.push(row);
+        self.buffer.push((seq, row));
         true
     }
 
@@ -452,15 +477,14 @@ impl EpochWriter {
         if self.buffer.is_empty() {
             return Ok(None);
         }
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let first = self.buffer[0].0;
+        let last = self.buffer[self.buffer.len() - 1].0;
         let path = self
             .epochs_dir
-            .join(format!("part-{:06}-{unix_ms}.parquet", self.next_seq));
-        write_atomically(&path, &epochs_batch(&self.buffer)?)?;
-        self.next_seq += 1;
+            .join(format!("part-{first:012}-{last:012}.parquet"));
+        let rows: Vec<EpochRow> = self.buffer.iter().map(|(_, r)| r.clone()).collect();
+        write_atomically(&path, &epochs_batch(&rows)?)?;
+        self.next_seq = last + 1;
         self.rows_written += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(Some(path))
@@ -534,6 +558,7 @@ mod tests {
             t0,
         );
         let mut files = 0;
+        let mut seq = 0;
         for _ in 0..2 {
             let LeaseOutcome::Lease(l) = s.lease(&w, t0).unwrap() else {
                 panic!("expected a lease")
@@ -550,7 +575,8 @@ mod tests {
                         .report_epoch(&w, &l.trial_id, l.attempt, metrics(epoch, val), t0)
                         .unwrap()
                     {
-                        assert!(writer.push((*r).into()));
+                        assert!(writer.push(seq, (*r).into()));
+                        seq += 1;
                     }
                 }
                 if writer.should_flush(t0) {
@@ -702,22 +728,29 @@ mod tests {
             !w.should_flush(t0 + Duration::from_secs(60)),
             "nothing buffered"
         );
-        assert!(w.push(row(1)));
-        assert!(!w.push(row(1)), "a (trial, epoch) is taken once");
+        assert!(w.push(0, row(1)));
+        assert!(!w.push(1, row(1)), "a (trial, epoch) is taken once");
         assert!(!w.should_flush(t0 + Duration::from_secs(9)));
         assert!(w.should_flush(t0 + Duration::from_secs(10)));
-        w.push(row(2));
-        w.push(row(3));
+        w.push(2, row(2));
+        w.push(3, row(3));
         assert!(w.should_flush(t0));
         let first = w.flush(t0).unwrap().unwrap();
         assert_eq!(w.buffered(), 0);
-        // A new writer on the same folder continues the sequence.
+        // A crashed write leaves a temp file: the next writer removes it.
+        std::fs::write(tmp.path().join("epochs/.part-x.parquet.tmp"), b"half").unwrap();
+        // A new writer on the same folder knows which rows the parts hold already.
         let mut w2 = EpochWriter::create(tmp.path(), 3, Duration::from_secs(10), t0).unwrap();
-        w2.push(row(4));
+        assert_eq!(w2.next_seq(), 4);
+        assert!(!tmp.path().join("epochs/.part-x.parquet.tmp").exists());
+        assert!(!w2.push(3, row(3)), "row 3 is in a part already");
+        assert!(w2.push(4, row(4)));
         let second = w2.flush(t0).unwrap().unwrap();
         let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(name(&first).starts_with("part-000000-"), "{first:?}");
-        assert!(name(&second).starts_with("part-000001-"), "{second:?}");
+        assert_eq!(name(&first), "part-000000000000-000000000003.parquet");
+        assert_eq!(name(&second), "part-000000000004-000000000004.parquet");
+        assert_eq!(part_range(&name(&second)), Some((4, 4)));
+        assert_eq!(part_range("part-000000-1700000000000.parquet"), None);
     }
 
     fn find_duckdb() -> Option<PathBuf> {

@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     config.lease_timeout = Duration::from_secs_f64(args.lease_timeout);
     config.heartbeat_interval = (config.lease_timeout / 5).max(Duration::from_millis(50));
     config.max_attempts = args.max_attempts.max(1);
+    config.retry_failed = args.retry_failed;
     let trials: Vec<QueuedTrial> = sweep
         .trials
         .iter()
@@ -117,6 +118,22 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         })
         .collect();
     let shared = Shared::new(trials, config)?;
+    let restored = shared.restored();
+    if shared.incarnation() > 1 {
+        eprintln!(
+            "resuming {}: {} finished, {} failed{}, {} to continue, {} new",
+            results.display(),
+            restored.finished,
+            restored.failed + restored.retried,
+            if restored.retried > 0 {
+                format!(" ({} retried)", restored.retried)
+            } else {
+                String::new()
+            },
+            restored.resumed,
+            restored.new
+        );
+    }
     info!(
         sweep = %sweep.name,
         trials = sweep.trials.len(),
@@ -198,7 +215,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// What a run leaves in its results folder.
-const RUN_OUTPUTS: [&str; 5] = [
+const RUN_OUTPUTS: [&str; 6] = [
+    crate::store::STATE_FILE,
     crate::results::TRIALS_FILE,
     crate::results::EPOCHS_DIR,
     "artifacts",
@@ -206,8 +224,10 @@ const RUN_OUTPUTS: [&str; 5] = [
     "logs",
 ];
 
-/// Refuses a results folder that holds an earlier run (its epochs would mix with this run's),
-/// or, with `fresh`, deletes that run's outputs.
+/// With `fresh`, deletes an earlier run's outputs. Without it a folder with a state file is
+/// resumed (the state checks that it is the same sweep), and a folder with results but no
+/// state (written by a version without resume, or damaged) is refused: its epochs would mix
+/// with this run's.
 fn prepare_results(results: &Path, fresh: bool) -> Result<()> {
     let existing: Vec<&str> = RUN_OUTPUTS
         .into_iter()
@@ -217,11 +237,15 @@ fn prepare_results(results: &Path, fresh: bool) -> Result<()> {
         return Ok(());
     }
     if !fresh {
+        if results.join(crate::store::STATE_FILE).is_file() {
+            return Ok(());
+        }
         bail!(
-            "{} already holds the results of an earlier run ({}); pass --fresh to delete them and \
+            "{} holds results ({}) but no {} to resume from; pass --fresh to delete them and \
              start over, or --results DIR to write elsewhere",
             results.display(),
-            existing.join(", ")
+            existing.join(", "),
+            crate::store::STATE_FILE
         );
     }
     for o in existing {
@@ -346,8 +370,12 @@ fn spawn_local_workers(
     let mut children = Vec::with_capacity(n);
     for i in 0..n {
         let log_path = logs.join(format!("worker-{}.log", i + 1));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        // Appended: a resumed run keeps the logs of the runs before it.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let mut cmd = Command::new(&bin);
         cmd.args(["join", "--coordinator", &url, "--slots", "1"])
             .args(["--threads", &threads.to_string(), "--device", &args.device])

@@ -10,7 +10,13 @@
 //!   holds, and calls from any other attempt are [`SchedulerError::StaleAttempt`];
 //! - epochs of a trial are recorded in order, each exactly once: a re-leased trial that
 //!   retrains an epoch already recorded gets [`ReportOutcome::Duplicate`];
-//! - [`LeaseOutcome::Done`] is answered only once every trial is finished or failed.
+//! - [`LeaseOutcome::Done`] is answered only once every trial is finished or failed;
+//! - worker ids carry the coordinator's incarnation (`w3-r2`: third worker of the second
+//!   start), so calls from a worker registered before a restart are `UnknownWorker`.
+//!
+//! Durability: [`Scheduler::durable`] is the part of a trial's state that survives a restart
+//! (the service writes it to [`crate::store`] with every change), and [`Scheduler::restore`]
+//! puts it back; leases and workers are not durable, a restored running trial is queued again.
 
 use chrono::{DateTime, Utc};
 use proto::{EpochMetrics, Hyperparams, TrialId};
@@ -59,7 +65,8 @@ pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
 pub struct SchedulerConfig {
     /// A lease lapses this long after its last heartbeat or report; a worker silent this long is lost.
     pub lease_timeout: Duration,
-    /// Leases (first try included) a trial gets before it is failed.
+    /// Attempts that may end badly (lease expired, retryable failure) before the trial is
+    /// failed. Attempts cut short by a coordinator restart are not counted.
     pub max_attempts: u32,
 }
 
@@ -115,6 +122,9 @@ pub struct Lease {
     /// 1 for the first try, incremented on every re-lease.
     pub attempt: u32,
     pub hparams: Hyperparams,
+    /// Epochs already recorded (a re-leased or resumed trial): the worker may start after
+    /// them when it gets a checkpoint.
+    pub recorded: u32,
 }
 
 /// An epoch the scheduler accepted: everything a results row needs besides the metrics.
@@ -263,12 +273,47 @@ struct ActiveLease {
     epoch: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Best {
-    epoch: u32,
-    acc: f64,
-    loss: f64,
-    by: BestBy,
+/// A trial's best epoch so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Best {
+    pub epoch: u32,
+    pub acc: f64,
+    pub loss: f64,
+    pub by: BestBy,
+}
+
+/// What survives a coordinator restart of one trial: everything but its lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurableTrial {
+    pub status: TrialStatus,
+    /// Leases handed out, over every start of the coordinator.
+    pub attempts: u32,
+    /// Attempts that ended badly (lease expired, retryable failure).
+    pub failures: u32,
+    /// Epochs 1..=recorded are recorded.
+    pub recorded: u32,
+    pub best: Option<Best>,
+    pub final_test_acc: Option<f64>,
+    pub worker_name: Option<String>,
+    pub device: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// What [`Scheduler::restore`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    pub finished: usize,
+    pub failed: usize,
+    /// Failed trials queued again (`--retry-failed`).
+    pub retried: usize,
+    /// Unfinished trials with recorded epochs: they resume after them.
+    pub resumed: usize,
+    /// Trials of the sweep the state did not know: they start from scratch.
+    pub new: usize,
+    /// Trials in the state that the sweep no longer has: left as they were.
+    pub dropped: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +323,7 @@ struct TrialState {
     hparams: Hyperparams,
     status: TrialStatus,
     attempts: u32,
+    failures: u32,
     lease: Option<ActiveLease>,
     /// The worker of the latest attempt.
     last_worker: Option<WorkerId>,
@@ -310,6 +356,8 @@ pub struct Scheduler {
     queue: VecDeque<usize>,
     workers: HashMap<WorkerId, WorkerState>,
     next_worker: u64,
+    /// Which start of the coordinator this is (0 in tests without a store).
+    incarnation: u64,
     epoch_instant: Instant,
     epoch_wall: DateTime<Utc>,
 }
@@ -337,6 +385,7 @@ impl Scheduler {
                 hparams: t.hparams,
                 status: TrialStatus::Queued,
                 attempts: 0,
+                failures: 0,
                 lease: None,
                 last_worker: None,
                 worker_name: None,
@@ -367,6 +416,7 @@ impl Scheduler {
             queue: order.into(),
             workers: HashMap::new(),
             next_worker: 1,
+            incarnation: 0,
             epoch_instant: now,
             epoch_wall: wall,
         }
@@ -382,9 +432,93 @@ impl Scheduler {
         self.epoch_wall + chrono::Duration::from_std(since).unwrap_or(chrono::Duration::zero())
     }
 
+    /// The trial's durable state, `None` for an unknown id.
+    pub fn durable(&self, id: &TrialId) -> Option<DurableTrial> {
+        let t = self.trial(id).ok()?;
+        Some(DurableTrial {
+            status: t.status,
+            attempts: t.attempts,
+            failures: t.failures,
+            recorded: t.recorded,
+            best: t.best,
+            final_test_acc: t.final_test_acc,
+            worker_name: t.worker_name.clone(),
+            device: t.device.clone(),
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            last_error: t.last_error.clone(),
+        })
+    }
+
+    /// Puts back the durable state of an earlier start of the coordinator (`incarnation` is
+    /// this start's number, > 0) and rebuilds the queue: finished trials stay finished, failed
+    /// ones stay failed unless `retry_failed`, everything else is queued again, keeping its
+    /// recorded epochs; partly trained trials go first. Must be called before any lease.
+    pub fn restore(
+        &mut self,
+        stored: HashMap<TrialId, DurableTrial>,
+        retry_failed: bool,
+        incarnation: u64,
+    ) -> Restored {
+        self.incarnation = incarnation;
+        let mut r = Restored::default();
+        let mut seen = 0;
+        for t in &mut self.trials {
+            let Some(d) = stored.get(&t.id) else {
+                r.new += 1;
+                continue;
+            };
+            seen += 1;
+            t.attempts = d.attempts;
+            t.failures = d.failures;
+            t.recorded = d.recorded.min(t.hparams.epochs);
+            t.best = d.best;
+            t.final_test_acc = d.final_test_acc;
+            t.worker_name = d.worker_name.clone();
+            t.device = d.device.clone();
+            t.started_at = d.started_at;
+            t.finished_at = d.finished_at;
+            t.last_error = d.last_error.clone();
+            t.lease = None;
+            t.status = match d.status {
+                TrialStatus::Finished => {
+                    r.finished += 1;
+                    TrialStatus::Finished
+                }
+                TrialStatus::Failed if !retry_failed => {
+                    r.failed += 1;
+                    TrialStatus::Failed
+                }
+                TrialStatus::Failed => {
+                    r.retried += 1;
+                    t.failures = 0;
+                    t.finished_at = None;
+                    TrialStatus::Queued
+                }
+                TrialStatus::Queued | TrialStatus::Running => TrialStatus::Queued,
+            };
+            if t.status == TrialStatus::Queued && t.recorded > 0 {
+                r.resumed += 1;
+            }
+        }
+        r.dropped = stored.len() - seen;
+        // Keep the cost order of `new`, partly trained trials first.
+        let order: Vec<usize> = self.queue.drain(..).collect();
+        let (partial, rest): (Vec<usize>, Vec<usize>) = order
+            .into_iter()
+            .filter(|&i| self.trials[i].status == TrialStatus::Queued)
+            .partition(|&i| self.trials[i].recorded > 0);
+        self.queue = partial.into_iter().chain(rest).collect();
+        r
+    }
+
     /// Adds a worker and returns its new id.
     pub fn register(&mut self, info: WorkerInfo, now: Instant) -> WorkerId {
-        let id = WorkerId(format!("w{}", self.next_worker));
+        let id = if self.incarnation == 0 {
+            WorkerId(format!("w{}", self.next_worker))
+        } else {
+            WorkerId(format!("w{}-r{}", self.next_worker, self.incarnation))
+        };
         self.next_worker += 1;
         let info = WorkerInfo {
             slots: info.slots.max(1),
@@ -449,6 +583,7 @@ impl Scheduler {
             trial_id: t.id.clone(),
             attempt: t.attempts,
             hparams: t.hparams.clone(),
+            recorded: t.recorded,
         }))
     }
 
@@ -504,7 +639,8 @@ impl Scheduler {
                 lease.worker,
                 lease.attempt
             ));
-            let failed = t.attempts >= self.config.max_attempts;
+            t.failures += 1;
+            let failed = t.failures >= self.config.max_attempts;
             if failed {
                 t.status = TrialStatus::Failed;
                 t.finished_at = Some(wall);
@@ -641,7 +777,10 @@ impl Scheduler {
         let max_attempts = self.config.max_attempts;
         let t = &mut self.trials[i];
         t.lease = None;
-        if retryable && t.attempts < max_attempts {
+        if retryable {
+            t.failures += 1;
+        }
+        if retryable && t.failures < max_attempts {
             t.status = TrialStatus::Queued;
             t.last_error = Some(reason.to_owned());
             self.queue.push_front(i);
@@ -649,7 +788,7 @@ impl Scheduler {
             t.status = TrialStatus::Failed;
             t.finished_at = Some(wall);
             t.last_error = Some(if retryable {
-                format!("{reason} (gave up after {} attempts)", t.attempts)
+                format!("{reason} (gave up after {} failed attempts)", t.failures)
             } else {
                 reason.to_owned()
             });
@@ -1071,7 +1210,7 @@ mod tests {
         let rec = &s.records()[0];
         assert_eq!(
             rec.last_error.as_deref(),
-            Some("out of memory (gave up after 2 attempts)")
+            Some("out of memory (gave up after 2 failed attempts)")
         );
     }
 
@@ -1252,5 +1391,117 @@ mod tests {
         report(&mut s, &a, &l, 1, t0).unwrap();
         s.finish(&a, &l.trial_id, 1, t0).unwrap();
         s.check_artifact(&a, &l.trial_id, 1).unwrap();
+    }
+
+    #[test]
+    fn restore_resumes_unfinished_trials_and_keeps_finished_ones() {
+        let done = hp(Arch::Ffv0, 32, 2, 1);
+        let broken = hp(Arch::Ffv0, 32, 2, 2);
+        let half = hp(Arch::Ffv0, 32, 3, 3);
+        let fresh = hp(Arch::Ffv0, 32, 2, 4);
+        let all = vec![done.clone(), broken.clone(), half.clone(), fresh.clone()];
+        // First start: `done` finishes, `broken` fails, `half` records one epoch, then the
+        // coordinator dies.
+        let (mut s, t0) = sched(all.clone(), 3);
+        let a = worker(&mut s, "a", 3, t0);
+        let mut leases = HashMap::new();
+        for _ in 0..3 {
+            let l = lease(&mut s, &a, t0);
+            leases.insert(l.trial_id.clone(), l);
+        }
+        let l = &leases[&done.trial_id()];
+        report(&mut s, &a, l, 1, t0).unwrap();
+        report(&mut s, &a, l, 2, t0).unwrap();
+        s.finish(&a, &l.trial_id, l.attempt, t0).unwrap();
+        let l = &leases[&broken.trial_id()];
+        s.fail(&a, &l.trial_id, l.attempt, "loss is NaN", false, t0)
+            .unwrap();
+        let l = &leases[&half.trial_id()];
+        report(&mut s, &a, l, 1, t0).unwrap();
+        let stored: HashMap<TrialId, DurableTrial> = all
+            .iter()
+            .filter(|h| h.trial_id() != fresh.trial_id())
+            .map(|h| (h.trial_id(), s.durable(&h.trial_id()).unwrap()))
+            .collect();
+        assert_eq!(stored[&half.trial_id()].status, TrialStatus::Running);
+
+        // Second start.
+        let (mut s2, t0) = sched(all.clone(), 3);
+        let r = s2.restore(stored.clone(), false, 2);
+        assert_eq!(
+            r,
+            Restored {
+                finished: 1,
+                failed: 1,
+                retried: 0,
+                resumed: 1,
+                new: 1,
+                dropped: 0
+            }
+        );
+        let b = worker(&mut s2, "b", 4, t0);
+        assert_eq!(b.0, "w1-r2", "worker ids carry the incarnation");
+        let first = lease(&mut s2, &b, t0);
+        assert_eq!(
+            first.trial_id,
+            half.trial_id(),
+            "partly trained trials go first"
+        );
+        assert_eq!((first.recorded, first.attempt), (1, 2));
+        assert_eq!(
+            report(&mut s2, &b, &first, 1, t0).unwrap(),
+            ReportOutcome::Duplicate
+        );
+        assert!(matches!(
+            report(&mut s2, &b, &first, 2, t0).unwrap(),
+            ReportOutcome::Accepted(_)
+        ));
+        let second = lease(&mut s2, &b, t0);
+        assert_eq!(
+            (second.trial_id.clone(), second.recorded),
+            (fresh.trial_id(), 0)
+        );
+        assert_eq!(
+            s2.lease(&b, t0).unwrap(),
+            LeaseOutcome::Wait,
+            "nothing else to run"
+        );
+        // A worker of the first start is unknown now.
+        assert!(matches!(
+            s2.lease(&a, t0),
+            Err(SchedulerError::UnknownWorker(_))
+        ));
+
+        // --retry-failed queues the failed trial again, with its failures forgotten.
+        let (mut s3, t0) = sched(all, 3);
+        let r = s3.restore(stored, true, 3);
+        assert_eq!((r.failed, r.retried), (0, 1));
+        let c = worker(&mut s3, "c", 4, t0);
+        let leased: Vec<TrialId> = (0..3).map(|_| lease(&mut s3, &c, t0).trial_id).collect();
+        assert!(leased.contains(&broken.trial_id()));
+        assert!(!leased.contains(&done.trial_id()));
+    }
+
+    #[test]
+    fn failures_not_attempts_count_against_max_attempts() {
+        // Attempts cut short by a restart are not failures: a trial leased 5 times over 5
+        // starts of the coordinator still gets its max_attempts tries.
+        let h = hp(Arch::Ffv0, 32, 2, 1);
+        let mut stored = HashMap::new();
+        let (mut s, t0) = sched(vec![h.clone()], 2);
+        let a = worker(&mut s, "a", 1, t0);
+        lease(&mut s, &a, t0);
+        let mut d = s.durable(&h.trial_id()).unwrap();
+        d.attempts = 5;
+        stored.insert(h.trial_id(), d);
+        let (mut s2, t0) = sched(vec![h.clone()], 2);
+        s2.restore(stored, false, 6);
+        let b = worker(&mut s2, "b", 1, t0);
+        let l = lease(&mut s2, &b, t0);
+        assert_eq!(l.attempt, 6);
+        assert!(!s2.expire(t0 + TIMEOUT)[0].failed, "first failure of 2");
+        let l = lease(&mut s2, &b, t0 + TIMEOUT);
+        assert_eq!(l.attempt, 7);
+        assert!(s2.expire(t0 + TIMEOUT * 2)[0].failed, "second failure of 2");
     }
 }

@@ -2,8 +2,14 @@
 //!
 //! [`Shared`] holds the scheduler behind a mutex taken only for in-memory work (never across an
 //! await or file I/O), a watch channel of [`Progress`] that changes with every state change,
-//! and the sender of a writer task that owns the [`EpochWriter`] and does its file I/O on
-//! blocking threads. [`serve`] runs the service with gRPC health and reflection on an already
+//! the [`Committer`] of the durable state, and the sender of a writer task that owns the
+//! [`EpochWriter`] and does its file I/O on blocking threads.
+//!
+//! Every change of a trial is queued to the committer while the scheduler's lock is held (so
+//! commits follow the scheduler's order) and the call is answered only once it is durable: an
+//! acknowledged epoch survives `kill -9`. The committer hands committed epoch rows to the
+//! Parquet writer in sequence order. On start, [`Shared::new`] opens `state.redb`, restores
+//! every trial and queues the rows the part files lack. [`serve`] runs the service with gRPC health and reflection on an already
 //! bound listener until a shutdown future completes, expiring leases in the background.
 //!
 //! Every request is validated before it reaches the scheduler: missing or malformed fields are
@@ -11,9 +17,10 @@
 
 use crate::results::{self, EpochRow, EpochWriter, ResultsError};
 use crate::scheduler::{
-    LeaseOutcome, Progress, QueuedTrial, ReportOutcome, Scheduler, SchedulerConfig, SchedulerError,
-    TrialRecord, WorkerId, WorkerInfo,
+    LeaseOutcome, Progress, QueuedTrial, ReportOutcome, Restored, Scheduler, SchedulerConfig,
+    SchedulerError, TrialRecord, WorkerId, WorkerInfo,
 };
+use crate::store::{Committer, Op, Store, StoreError};
 use proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use proto::{pb, EpochMetrics, TrialId};
 use std::future::Future;
@@ -31,6 +38,8 @@ pub enum ServiceError {
     NoRuntime,
     #[error(transparent)]
     Results(#[from] ResultsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the results writer stopped")]
     WriterGone,
     #[error("building the reflection service: {0}")]
@@ -57,6 +66,8 @@ const MAX_REASON: usize = 4096;
 const MAX_RUNNING: usize = 4096;
 /// Epoch rows queued for the writer before reporters wait.
 const WRITER_QUEUE: usize = 4096;
+/// Largest gRPC message accepted (a `ReportEpoch` carries the trial's checkpoint).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Everything the service needs to know; [`ServiceConfig::new`] fills in defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +84,8 @@ pub struct ServiceConfig {
     pub flush_interval: Duration,
     /// Largest artifact accepted, in bytes.
     pub max_artifact_bytes: u64,
+    /// On resume, queue the trials that failed before again.
+    pub retry_failed: bool,
 }
 
 impl ServiceConfig {
@@ -86,12 +99,14 @@ impl ServiceConfig {
             flush_rows: 256,
             flush_interval: Duration::from_secs(5),
             max_artifact_bytes: 256 << 20,
+            retry_failed: false,
         }
     }
 }
 
 enum WriterMsg {
-    Row(Box<EpochRow>),
+    /// A committed row and its sequence number.
+    Row(u64, Box<EpochRow>),
     /// Flush every buffered row and rewrite `trials.parquet`, then answer.
     Finish(oneshot::Sender<Result<(), ResultsError>>),
 }
@@ -102,7 +117,22 @@ pub struct Shared {
     scheduler: Arc<Mutex<Scheduler>>,
     progress: watch::Sender<Progress>,
     writer: mpsc::Sender<WriterMsg>,
+    committer: Committer,
+    store: Store,
+    /// The next epoch sequence number; taken under the scheduler's lock.
+    next_seq: AtomicU64,
+    restored: Restored,
+    incarnation: u64,
     upload_seq: AtomicU64,
+}
+
+/// A commit queued under the scheduler's lock; await it after releasing the lock.
+type Pending = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+fn durable(s: &Scheduler, id: &TrialId, ops: &mut Vec<Op>) {
+    if let Some(d) = s.durable(id) {
+        ops.push(Op::Trial(id.clone(), d));
+    }
 }
 
 fn lock(m: &Mutex<Scheduler>) -> MutexGuard<'_, Scheduler> {
@@ -112,12 +142,19 @@ fn lock(m: &Mutex<Scheduler>) -> MutexGuard<'_, Scheduler> {
 }
 
 impl Shared {
-    /// Queues `trials`, creates the results folder and starts the results writer task.
-    /// Must be called inside a tokio runtime.
+    /// Opens (or creates) the sweep's state in the results folder, restores what an earlier
+    /// run of the same sweep recorded, queues the rest of `trials`, and starts the state
+    /// committer and the results writer task. Must be called inside a tokio runtime.
     pub fn new(trials: Vec<QueuedTrial>, config: ServiceConfig) -> Result<Arc<Shared>> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServiceError::NoRuntime)?;
         let now = Instant::now();
-        let scheduler = Scheduler::new(
+        std::fs::create_dir_all(&config.results_dir).map_err(|source| ResultsError::Io {
+            action: "creating",
+            path: config.results_dir.clone(),
+            source,
+        })?;
+        let opened = Store::open(&config.results_dir, &config.sweep_name)?;
+        let mut scheduler = Scheduler::new(
             trials,
             SchedulerConfig {
                 lease_timeout: config.lease_timeout,
@@ -126,15 +163,48 @@ impl Shared {
             now,
             chrono::Utc::now(),
         );
-        let writer = EpochWriter::create(
+        let restored = scheduler.restore(opened.trials, config.retry_failed, opened.incarnation);
+        let mut writer = EpochWriter::create(
             &config.results_dir,
             config.flush_rows,
             config.flush_interval,
             now,
         )?;
+        // Rows committed before a crash that no part file holds yet.
+        let mut rewritten = 0;
+        for (seq, row) in opened.store.epochs_from(writer.next_seq())? {
+            rewritten += usize::from(writer.push(seq, row));
+        }
+        if opened.incarnation > 1 {
+            info!(
+                state = %opened.store.path().display(),
+                start = opened.incarnation,
+                finished = restored.finished,
+                failed = restored.failed,
+                retried = restored.retried,
+                resumed = restored.resumed,
+                new = restored.new,
+                not_in_sweep = restored.dropped,
+                epoch_rows_to_rewrite = rewritten,
+                "resuming the sweep from its results folder"
+            );
+        }
         let (progress, progress_rx) = watch::channel(scheduler.progress());
         let scheduler = Arc::new(Mutex::new(scheduler));
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let committer = {
+            let tx = tx.clone();
+            Committer::spawn(opened.store.clone(), move |rows| {
+                for (seq, row) in rows {
+                    if tx
+                        .blocking_send(WriterMsg::Row(seq, Box::new(row)))
+                        .is_err()
+                    {
+                        error!(seq, "results writer stopped; the row stays in the state and is written on the next start");
+                    }
+                }
+            })
+        };
         runtime.spawn(writer_task(
             writer,
             Arc::clone(&scheduler),
@@ -148,8 +218,37 @@ impl Shared {
             scheduler,
             progress,
             writer: tx,
+            committer,
+            store: opened.store,
+            next_seq: AtomicU64::new(opened.next_seq),
+            restored,
+            incarnation: opened.incarnation,
             upload_seq: AtomicU64::new(0),
         }))
+    }
+
+    /// What the state of earlier runs held.
+    pub fn restored(&self) -> Restored {
+        self.restored
+    }
+
+    /// How many times a coordinator started on this results folder (1: the first run).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Runs `f` on the scheduler; the changes it pushes are queued for commit before the lock
+    /// is released, in the scheduler's order. Await the returned future before answering.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut Scheduler, Instant, &mut Vec<Op>) -> T,
+    ) -> (T, Option<Pending>) {
+        let mut s = lock(&self.scheduler);
+        let mut ops = Vec::new();
+        let out = f(&mut s, Instant::now(), &mut ops);
+        let pending = (!ops.is_empty()).then(|| Box::pin(self.committer.submit(ops)) as Pending);
+        self.publish(&s);
+        (out, pending)
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -184,12 +283,14 @@ impl Shared {
 
     /// Expires lapsed leases (see [`Scheduler::expire`]); [`serve`] calls it periodically.
     pub fn expire(&self, now: Instant) {
-        let expired = {
-            let mut s = lock(&self.scheduler);
+        let (expired, _commit) = self.change(|s, _, ops| {
             let expired = s.expire(now);
-            self.publish(&s);
+            for e in &expired {
+                durable(s, &e.trial_id, ops);
+            }
             expired
-        };
+        });
+        // Nobody waits for this commit; the next start finds the trials requeued anyway.
         for e in expired {
             if e.failed {
                 warn!(trial = %e.trial_id, attempt = e.attempt, worker = %e.worker, "lease expired, trial failed: no attempts left");
@@ -237,10 +338,10 @@ async fn writer_task(
         let mut force = None;
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(WriterMsg::Row(row)) => {
+                Some(WriterMsg::Row(seq, row)) => {
                     let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                    if !w.push(*row) {
-                        warn!("dropped a repeated epoch row");
+                    if !w.push(seq, *row) {
+                        warn!(seq, "dropped a repeated epoch row");
                     }
                 }
                 Some(WriterMsg::Finish(done)) => force = Some(Some(done)),
@@ -382,6 +483,17 @@ pub fn check_artifact_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Waits for a commit queued by [`Shared::change`].
+async fn committed(pending: Option<Pending>, trial: &TrialId, what: &str) -> Result<(), Status> {
+    let Some(pending) = pending else {
+        return Ok(());
+    };
+    pending.await.map_err(|e| {
+        error!(trial = %trial, error = %e, "recording the {what} failed");
+        Status::internal(format!("recording the {what} failed: {e}"))
+    })
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -474,11 +586,30 @@ impl Coordinator for CoordinatorService {
         let outcome = self.shared.with_scheduler(|s, now| s.lease(&worker, now))?;
         let outcome = match outcome {
             LeaseOutcome::Lease(l) => {
-                info!(worker = %worker, trial = %l.trial_id, attempt = l.attempt, label = %l.hparams.label(), "trial leased");
+                // The checkpoint after the last committed epoch; epochs the worker then
+                // retrains that were recorded meanwhile are answered `duplicate`.
+                let checkpoint = if l.recorded > 0 {
+                    let store = self.shared.store.clone();
+                    let id = l.trial_id.clone();
+                    tokio::task::spawn_blocking(move || store.checkpoint(&id))
+                        .await
+                        .map_err(|e| Status::internal(format!("reading the checkpoint: {e}")))?
+                        .unwrap_or_else(|e| {
+                            warn!(trial = %l.trial_id, error = %e, "unreadable checkpoint, the trial starts over");
+                            None
+                        })
+                } else {
+                    None
+                };
+                let (start_epoch, checkpoint) = checkpoint.unwrap_or_default();
+                info!(worker = %worker, trial = %l.trial_id, attempt = l.attempt, start_epoch,
+                    label = %l.hparams.label(), "trial leased");
                 Outcome::Lease(pb::Lease {
                     trial_id: l.trial_id.0,
                     attempt: l.attempt,
                     hparams: Some(pb::Hyperparams::from(&l.hparams)),
+                    start_epoch,
+                    checkpoint,
                 })
             }
             LeaseOutcome::Wait => Outcome::Wait(pb::Wait {
@@ -501,18 +632,25 @@ impl Coordinator for CoordinatorService {
         let metrics = r.metrics.ok_or_else(|| invalid("missing field metrics"))?;
         let metrics =
             EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
-        let outcome = self
-            .shared
-            .with_scheduler(|s, now| s.report_epoch(&worker, &trial, attempt, metrics, now))?;
+        let checkpoint = r.checkpoint;
+        let (outcome, commit) = self.shared.change(|s, now, ops| {
+            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
+            if let ReportOutcome::Accepted(rec) = &outcome {
+                let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+                ops.push(Op::Epoch(seq, Box::new(EpochRow::from((**rec).clone()))));
+                durable(s, &trial, ops);
+                if !checkpoint.is_empty() {
+                    ops.push(Op::Checkpoint(trial.clone(), metrics.epoch, checkpoint));
+                }
+            }
+            Ok::<_, SchedulerError>(outcome)
+        });
+        let outcome = outcome?;
+        committed(commit, &trial, "epoch").await?;
         let duplicate = match outcome {
-            ReportOutcome::Accepted(rec) => {
+            ReportOutcome::Accepted(_) => {
                 info!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch,
                     val_acc = metrics.val_acc, test_acc = metrics.test_acc, "epoch finished");
-                let row = EpochRow::from(*rec);
-                self.shared.writer.send(WriterMsg::Row(Box::new(row))).await.map_err(|_| {
-                    error!(trial = %trial, epoch = metrics.epoch, "results writer stopped, epoch row lost");
-                    Status::internal("the results writer stopped")
-                })?;
                 false
             }
             ReportOutcome::Duplicate => {
@@ -563,8 +701,14 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let worker = worker_id(r.worker_id)?;
         let (trial, attempt) = trial_attempt(r.trial)?;
-        self.shared
-            .with_scheduler(|s, now| s.finish(&worker, &trial, attempt, now))?;
+        let (finished, commit) = self.shared.change(|s, now, ops| {
+            s.finish(&worker, &trial, attempt, now)?;
+            durable(s, &trial, ops);
+            ops.push(Op::DropCheckpoint(trial.clone()));
+            Ok::<_, SchedulerError>(())
+        });
+        finished?;
+        committed(commit, &trial, "finish").await?;
         info!(worker = %worker, trial = %trial, attempt, "trial finished");
         Ok(Response::new(pb::FinishResponse {}))
     }
@@ -581,9 +725,13 @@ impl Coordinator for CoordinatorService {
         } else {
             clip(&r.reason, MAX_REASON)
         };
-        let status = self
-            .shared
-            .with_scheduler(|s, now| s.fail(&worker, &trial, attempt, reason, r.retryable, now))?;
+        let (status, commit) = self.shared.change(|s, now, ops| {
+            let status = s.fail(&worker, &trial, attempt, reason, r.retryable, now)?;
+            durable(s, &trial, ops);
+            Ok::<_, SchedulerError>(status)
+        });
+        let status = status?;
+        committed(commit, &trial, "failure").await?;
         warn!(worker = %worker, trial = %trial, attempt, retryable = r.retryable, reason, status = %status, "trial attempt failed");
         Ok(Response::new(pb::FailResponse {}))
     }
@@ -689,8 +837,11 @@ pub async fn serve(
     let result = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(CoordinatorServer::with_interceptor(
-            CoordinatorService::new(shared),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            // Bounded: a ReportEpoch carries a checkpoint, anything larger is refused with
+            // RESOURCE_EXHAUSTED before it is buffered.
+            CoordinatorServer::new(CoordinatorService::new(shared))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             security.interceptor(),
         ))
         .serve_with_incoming_shutdown(

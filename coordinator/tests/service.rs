@@ -137,6 +137,7 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
 
 fn report(worker: &str, trial: &str, attempt: u32, m: pb::EpochMetrics) -> pb::ReportEpochRequest {
     pb::ReportEpochRequest {
+        checkpoint: Vec::new(),
         worker_id: worker.into(),
         trial: ta(trial, attempt),
         metrics: Some(m),
