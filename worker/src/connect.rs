@@ -161,6 +161,22 @@ impl Connection {
         })
     }
 
+    /// Connects once. A TLS failure (a certificate that does not verify, a client
+    /// certificate the coordinator refuses) comes back as an error that retrying cannot fix,
+    /// naming the flags to check; anything else as the transient transport error it is.
+    pub async fn connect(&self) -> Result<Channel> {
+        self.endpoint
+            .connect()
+            .await
+            .map_err(|e| match tls_failure(&e) {
+                Some(why) => Error::InvalidArgument(format!(
+                    "TLS with the coordinator failed: {why}; check --tls-ca and --tls-domain (and \
+                 --tls-cert/--tls-key if it requires client certificates)"
+                )),
+                None => Error::Transport(e),
+            })
+    }
+
     /// Wraps a connected channel into the client, token included.
     pub fn client(&self, channel: Channel) -> Client {
         CoordinatorClient::with_interceptor(channel, self.token.clone())
@@ -168,8 +184,48 @@ impl Connection {
     }
 }
 
+/// The rustls error somewhere in `e`'s chain, if any.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        next = err.source();
+    }
+    None
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+impl Connection {
+    /// The error `worker join` stops with when its first call (`Register`) fails: a refused
+    /// token says what to check; a plaintext client whose connection the coordinator closes
+    /// is told that it may want TLS.
+    pub fn register_error(&self, status: Status, has_token: bool) -> Error {
+        match status.code() {
+            tonic::Code::Unauthenticated => unauthenticated(&status, has_token),
+            tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+                if !self.tls =>
+            {
+                Error::InvalidArgument(format!(
+                    "the coordinator closed the connection ({}): if it serves TLS, use an \
+                     https:// URL (with --tls-ca for a private certificate)",
+                    status.message()
+                ))
+            }
+            _ => Error::from(status),
+        }
+    }
 }
 
 /// The error `worker join` stops with when the coordinator refuses its token: retrying

@@ -6,7 +6,7 @@
 //! raises the abandon flag of any lease the coordinator no longer gives this worker.
 
 use crate::cli::JoinArgs;
-use crate::connect::{self, Client, Connection};
+use crate::connect::{Client, Connection};
 use crate::data::Subset;
 use crate::train::Trial;
 use crate::{device, Error, Result};
@@ -69,8 +69,8 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let conn = Connection::from_args(&args)?;
     let reconnect_timeout = Duration::from_secs(args.reconnect_timeout);
     let channel = retry(reconnect_timeout, "connect", || {
-        let e = conn.endpoint.clone();
-        async move { e.connect().await.map_err(Error::from) }
+        let conn = conn.clone();
+        async move { conn.connect().await }
     })
     .await?;
     let mut client = conn.client(channel);
@@ -83,11 +83,8 @@ pub async fn run(args: JoinArgs) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
         })
         .await
-        .map_err(|s| match s.code() {
-            // A wrong or missing token never gets better: stop with what to check.
-            tonic::Code::Unauthenticated => connect::unauthenticated(&s, args.token_file.is_some()),
-            _ => Error::from(s),
-        })?
+        // A wrong or missing token never gets better: stop with what to check.
+        .map_err(|s| conn.register_error(s, args.token_file.is_some()))?
         .into_inner();
     info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), slots, threads, sweep = %reg.sweep_name, "registered");
 
@@ -337,7 +334,6 @@ async fn run_trial(
             worker_id: ctx.worker_id.clone(),
             trial: ta(),
             metrics: Some((&m).into()),
-            checkpoint: Vec::new(),
         };
         let mut client = ctx.client.clone();
         let sent = retry(ctx.reconnect_timeout, "report", || {
@@ -449,7 +445,6 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
             worker_id: ctx.worker_id.clone(),
             trial: trial.clone(),
             metrics: Some((&m).into()),
-            checkpoint: Vec::new(),
         };
         client.report_epoch(req).await?;
     }
