@@ -334,6 +334,7 @@ async fn run_trial(
             worker_id: ctx.worker_id.clone(),
             trial: ta(),
             metrics: Some((&m).into()),
+            checkpoint: Vec::new(),
         };
         let mut client = ctx.client.clone();
         let sent = retry(ctx.reconnect_timeout, "report", || {
@@ -445,6 +446,7 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
             worker_id: ctx.worker_id.clone(),
             trial: trial.clone(),
             metrics: Some((&m).into()),
+            checkpoint: Vec::new(),
         };
         client.report_epoch(req).await?;
     }
