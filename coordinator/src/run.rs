@@ -442,7 +442,7 @@ async fn follow(
                 _ = tokio::time::sleep(DRAW_EVERY) => {}
                 _ = &mut ctrl_c => {
                     display.finish(&progress);
-                    bail!("interrupted; finished epochs are in the results folder");
+                    bail!("interrupted; finished epochs are in the results folder, run the same command to resume");
                 }
             }
             continue;
@@ -499,7 +499,7 @@ async fn follow(
             _ = tick.tick() => {}
             _ = &mut ctrl_c => {
                 display.finish(&progress);
-                bail!("interrupted; finished epochs are in the results folder");
+                bail!("interrupted; finished epochs are in the results folder, run the same command to resume");
             }
         }
     }

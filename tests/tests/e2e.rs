@@ -145,25 +145,85 @@ fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
     }
     assert!(results.join("report/index.html").is_file());
 
-    // A second run into the same folder would mix two runs' epochs: refused.
+    // Running the same command again resumes the finished sweep: nothing is retrained and no
+    // row is added.
     let again = coordinator()
         .current_dir(tmp.path())
         .arg("run")
         .arg(repo().join("sweeps/smoke.toml"))
         .arg("--results")
         .arg(&results)
+        .args(["--local-workers", "1", "--plain", "--no-report"])
+        .args(SUBSET)
         .output()
         .unwrap();
-    assert!(!again.status.success());
+    assert_ok(&again);
+    let err = String::from_utf8_lossy(&again.stderr);
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("--fresh"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+        err.contains("4 finished, 0 failed, 0 to continue, 0 new"),
+        "{err}"
     );
     assert_eq!(
         sql(&format!("SELECT count(*) FROM '{r}/epochs/*.parquet'")),
         ["8"]
     );
+    // Adding an lr to the sweep file runs only the new trials.
+    let edited = tmp.path().join("smoke.toml");
+    std::fs::write(
+        &edited,
+        // The experiment's lr axis overrides the defaults' single lr.
+        std::fs::read_to_string(repo().join("sweeps/smoke.toml")).unwrap() + "lr = [0.1, 0.05]\n",
+    )
+    .unwrap();
+    let more = coordinator()
+        .current_dir(tmp.path())
+        .arg("run")
+        .arg(&edited)
+        .arg("--results")
+        .arg(&results)
+        .args(["--local-workers", "1", "--plain", "--no-report"])
+        .args(SUBSET)
+        .output()
+        .unwrap();
+    assert_ok(&more);
+    let err = String::from_utf8_lossy(&more.stderr);
+    assert!(
+        err.contains("4 finished, 0 failed, 0 to continue, 4 new"),
+        "{err}"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), count(DISTINCT (trial_id, epoch)), count(*) FILTER (lr = 0.05) FROM '{r}/epochs/*.parquet'"
+        )),
+        ["16,16,8"]
+    );
+    // A folder with results but no state to resume from is refused.
+    let stateless = tmp.path().join("stateless");
+    std::fs::create_dir_all(stateless.join("epochs")).unwrap();
+    let refused = coordinator()
+        .current_dir(tmp.path())
+        .arg("run")
+        .arg(repo().join("sweeps/smoke.toml"))
+        .arg("--results")
+        .arg(&stateless)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--fresh"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Restore the original sweep's view for `status` below.
+    let _ = coordinator()
+        .arg("run")
+        .arg(repo().join("sweeps/smoke.toml"))
+        .arg("--results")
+        .arg(&results)
+        .args(["--local-workers", "1", "--plain", "--no-report"])
+        .args(SUBSET)
+        .output()
+        .unwrap();
 
     // `status` reads the results folder.
     let st = coordinator().arg("status").arg(&results).output().unwrap();

@@ -1,0 +1,408 @@
+//! Fault injection with real processes: workers and the coordinator are `kill -9`ed in the
+//! middle of a small sweep, over and over, and the results must equal those of an
+//! uninterrupted run: every trial finished, exactly one row per (trial, epoch), and the same
+//! metrics to the last bit (same seeds, same device type, one thread).
+//!
+//! Needs what `tests/tests/e2e.rs` needs: `bash scripts/setup.sh` and the workspace binaries.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        p.is_file(),
+        "{} not built (run `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+fn sql(query: &str) -> Vec<String> {
+    let local = repo().join(".deps/venv/bin/duckdb");
+    let duckdb = if local.is_file() {
+        local
+    } else {
+        PathBuf::from("duckdb")
+    };
+    let out = Command::new(duckdb)
+        .args(["-csv", "-noheader", "-c", query])
+        .output()
+        .expect("the DuckDB CLI (bash scripts/setup.sh duckdb)");
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
+
+/// Two trials that exercise every part of a checkpoint: dropout (the RNG), momentum and
+/// weight decay (the optimizer's buffers), a CNN and an MLP.
+const SWEEP: &str = r#"
+name = "faults"
+seed = 11
+
+[defaults]
+batch_size = 64
+validation = 0.1
+momentum = 0.9
+weight_decay = 0.0005
+
+[[experiment]]
+name = "mlp"
+arch = "ffv3"
+hidden = 32
+dropout = 0.25
+lr = 0.05
+epochs = 8
+
+[[experiment]]
+name = "cnn"
+arch = "cnn"
+hidden = 4
+lr = 0.02
+epochs = 5
+"#;
+const TRIALS: usize = 2;
+const EPOCHS: usize = 13;
+
+/// Training in these tests must not share the 2 cores with another of them.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Lines of a child's stderr, read on a thread.
+struct Lines {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `count` lines containing `needle` were seen since the last call; returns the
+    /// last of them, or `None` when the stream ended first.
+    fn wait(&mut self, needle: &str, count: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut found = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if hit {
+                        found += 1;
+                        if found == count {
+                            return Some(line);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no {count}× {needle:?} within {timeout:?}; last lines:\n{}",
+                    self.seen[self.seen.len().saturating_sub(20)..].join("\n")
+                ),
+            }
+        }
+    }
+}
+
+fn write_sweep(dir: &Path) -> PathBuf {
+    let p = dir.join("faults.toml");
+    std::fs::write(&p, SWEEP).unwrap();
+    p
+}
+
+/// The results of an uninterrupted run: one local worker, one thread.
+fn reference() -> &'static Path {
+    static REF: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &REF.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let results = tmp.path().join("results");
+        let out = Command::new(bin("coordinator"))
+            .env("HYPERSWEEP_WORKER", bin("worker"))
+            .arg("run")
+            .arg(write_sweep(tmp.path()))
+            .arg("--results")
+            .arg(&results)
+            .args([
+                "--local-workers",
+                "1",
+                "--threads",
+                "1",
+                "--plain",
+                "--no-report",
+            ])
+            .args(SUBSET)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        (tmp, results)
+    })
+    .1
+}
+
+const METRICS: &str =
+    "trial_id, epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc";
+
+/// Every trial finished, one row per (trial, epoch), and the same metrics as `reference`.
+fn assert_same_as_reference(results: &Path) {
+    let r = results.display();
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), count(*) FILTER (status = 'finished') FROM '{r}/trials.parquet'"
+        )),
+        [format!("{TRIALS},{TRIALS}")]
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
+        )),
+        [format!("{EPOCHS},{EPOCHS}")]
+    );
+    let reference = reference().display();
+    let differ = sql(&format!(
+        "SELECT count(*) FROM ( \
+           (SELECT {METRICS} FROM '{r}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{reference}/epochs/*.parquet') \
+           UNION ALL \
+           (SELECT {METRICS} FROM '{reference}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{r}/epochs/*.parquet'))"
+    ));
+    assert_eq!(differ, ["0"], "metrics differ from the uninterrupted run");
+    for trial in sql(&format!("SELECT trial_id FROM '{r}/trials.parquet'")) {
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "predictions.safetensors",
+        ] {
+            assert!(
+                results.join("artifacts").join(&trial).join(f).is_file(),
+                "{trial}/{f}"
+            );
+        }
+    }
+}
+
+fn worker_join(url: &str, name: &str) -> Child {
+    Command::new(bin("worker"))
+        .args([
+            "join",
+            "--coordinator",
+            url,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ])
+        .args(["--name", name, "--reconnect-timeout", "60"])
+        .args(SUBSET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// How many times the worker behind `lines` restored a checkpoint (after it exited); fails
+/// on an unusable one.
+fn count_resumed(lines: &mut Lines) -> usize {
+    while lines.wait("\u{0}", 1, Duration::from_secs(10)).is_some() {}
+    assert!(
+        !lines.seen.iter().any(|l| l.contains("checkpoint unusable")),
+        "{}",
+        lines.seen.join("\n")
+    );
+    lines
+        .seen
+        .iter()
+        .filter(|l| l.contains("resumed from the checkpoint"))
+        .count()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn workers_killed_five_times_mid_trial_lose_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let port = free_port();
+    let mut coord = Command::new(bin("coordinator"))
+        .arg("run")
+        .arg(write_sweep(tmp.path()))
+        .arg("--results")
+        .arg(&results)
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--lease-timeout",
+            "1.5",
+            "--max-attempts",
+            "10",
+            "--plain",
+            "--no-report",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut coord_lines = Lines::of(&mut coord);
+    coord_lines.wait("coordinator listening", 1, Duration::from_secs(30));
+    let url = format!("http://127.0.0.1:{port}");
+
+    let mut resumed = 0;
+    for kill in 1..=5 {
+        let mut victim = worker_join(&url, &format!("victim-{kill}"));
+        let mut lines = Lines::of(&mut victim);
+        // Killed right after an epoch was acknowledged, and then after a delay that lands
+        // inside the next epoch, alternately.
+        lines.wait("epoch finished", 1, Duration::from_secs(120));
+        if kill % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+        resumed += count_resumed(&mut lines);
+    }
+    let mut rescuer = worker_join(&url, "rescuer");
+    let mut lines = Lines::of(&mut rescuer);
+    let status = rescuer.wait().unwrap();
+    assert!(status.success(), "rescuer: {status:?}");
+    resumed += count_resumed(&mut lines);
+    // Re-leased trials continued from their checkpoints (had they started over, the metrics
+    // would still match, so this is checked on its own).
+    assert!(resumed >= 3, "only {resumed} leases resumed from a checkpoint");
+    let status = coord.wait().unwrap();
+    assert!(status.success(), "coordinator: {status:?}");
+    assert_same_as_reference(&results);
+    let r = results.display();
+    // Resumed trials continued where the victims stopped: some epochs were reported by
+    // victims, and no trial started over (the rescuer did not retrain the victims' epochs).
+    let victims = sql(&format!(
+        "SELECT count(*) FROM '{r}/epochs/*.parquet' WHERE worker LIKE 'victim-%'"
+    ));
+    assert!(victims[0].parse::<usize>().unwrap() >= 5, "{victims:?}");
+    let attempts = sql(&format!("SELECT sum(attempts) FROM '{r}/trials.parquet'"));
+    assert!(attempts[0].parse::<usize>().unwrap() >= 6, "{attempts:?}");
+}
+
+#[test]
+fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let sweep = write_sweep(tmp.path());
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // The same command every time: one local worker (it dies with the coordinator) and the
+    // port a remote worker keeps reconnecting to across restarts.
+    let run = || {
+        Command::new(bin("coordinator"))
+            .env("HYPERSWEEP_WORKER", bin("worker"))
+            .env("RUST_LOG", "info")
+            .arg("run")
+            .arg(&sweep)
+            .arg("--results")
+            .arg(&results)
+            .args(["--local-workers", "1", "--threads", "1"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--lease-timeout", "2", "--plain", "--no-report"])
+            .args(SUBSET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut remote: Option<(Child, Lines)> = None;
+    for kill in 1..=5 {
+        let mut coord = run();
+        let mut lines = Lines::of(&mut coord);
+        lines.wait("coordinator listening", 1, Duration::from_secs(30));
+        if remote.is_none() {
+            let mut child = worker_join(&url, "remote");
+            let lines = Lines::of(&mut child);
+            remote = Some((child, lines));
+        }
+        // Killed after `kill` newly accepted epochs (the state is written before each is
+        // acknowledged), at varying points of the sweep.
+        let got = lines.wait("epoch finished", 1 + kill % 2, Duration::from_secs(120));
+        assert!(got.is_some(), "the coordinator exited before kill {kill}");
+        if kill == 3 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        coord.kill().unwrap(); // SIGKILL
+        coord.wait().unwrap();
+    }
+    let final_run = run().wait_with_output().unwrap();
+    assert_ok(&final_run);
+    let stderr = String::from_utf8_lossy(&final_run.stderr);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert_same_as_reference(&results);
+    let log = std::fs::read_to_string(results.join("logs/worker-1.log")).unwrap();
+    assert!(!log.contains("checkpoint unusable"), "{log}");
+    let mut resumed = log.matches("resumed from the checkpoint").count();
+    // The remote worker outlived every coordinator and registered again with the next one.
+    let (mut child, mut lines) = remote.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    resumed += count_resumed(&mut lines);
+    assert!(
+        lines.seen.iter().any(|l| l.contains("registered again")),
+        "the remote worker never registered again:\n{}",
+        lines.seen.join("\n")
+    );
+    // Trials cut short by a restart continued from their checkpoints.
+    assert!(resumed >= 2, "only {resumed} leases resumed from a checkpoint");
+}
