@@ -20,7 +20,7 @@ mod params;
 mod source;
 
 use figment::error::Kind;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::Serialized;
 use figment::value::{Dict, Value};
 use figment::Figment;
 use params::{describe, did_you_mean, Param, Setting};
@@ -184,14 +184,16 @@ pub fn load_str(
     overrides: &Overrides,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Sweep> {
-    let map = SourceMap::parse(text).map_err(|e| SweepError::Invalid {
+    let syntax = |e: source::SyntaxError| SweepError::Invalid {
         origin: Origin::File {
             path: path.to_path_buf(),
             at: e.at,
         },
         key: String::new(),
         message: format!("invalid toml: {}", e.message),
-    })?;
+    };
+    let map = SourceMap::parse(text).map_err(syntax)?;
+    let doc = map.document(text).map_err(syntax)?;
     let env = read_env(env)?;
     let ctx = Ctx {
         path,
@@ -201,7 +203,7 @@ pub fn load_str(
         overrides,
     };
 
-    let mut figment = Figment::from(Toml::string(text));
+    let mut figment = Figment::from(Serialized::defaults(doc));
     for var in &env {
         figment = figment.merge(Serialized::default(&var.key.join("."), var.value.clone()));
     }
@@ -420,6 +422,11 @@ fn env_value(key: &[String], raw: String) -> Value {
         .filter(|_| t.bytes().any(|b| b.is_ascii_digit()))
     {
         Value::from(x)
+    } else if raw.contains('\\') && !raw.is_ascii() {
+        // figment's parser takes a character count for a byte offset when it unescapes a
+        // quoted string: a non-ASCII character before a backslash panics or garbles the text.
+        // No setting has such a value, so it stays text and is refused as such.
+        Value::from(raw)
     } else {
         raw.parse::<Value>().unwrap_or_else(|never| match never {})
     }

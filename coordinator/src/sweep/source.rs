@@ -2,6 +2,7 @@
 //! and key order, so the file is also parsed with `toml`'s spanned document parser and every
 //! key path is indexed by the byte offset of its key and of its value.
 
+use figment::value::Dict;
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
 
@@ -49,6 +50,18 @@ impl SourceMap {
         let mut path = Vec::new();
         map.index_table(doc.get_ref(), &mut path);
         Ok(map)
+    }
+
+    /// The document `text` (which [`SourceMap::parse`] accepted) as figment values, read by
+    /// the same TOML parser. figment must not parse the file itself: its parser reads an older
+    /// TOML (no trailing commas in inline tables, no `\e`, no times without seconds), and
+    /// values the span parser leaves unchecked (`1e999`, integers past `i64`) would come back
+    /// as a multi-line error without a position.
+    pub fn document(&self, text: &str) -> Result<Dict, SyntaxError> {
+        toml::from_str(text).map_err(|e| SyntaxError {
+            at: e.span().map(|s| self.line_col(text, s.start)),
+            message: lowercase_first(e.message().trim()),
+        })
     }
 
     fn index_table(&mut self, table: &DeTable<'_>, path: &mut Vec<String>) {
