@@ -322,7 +322,10 @@ fn workers_killed_five_times_mid_trial_lose_nothing() {
     resumed += count_resumed(&mut lines);
     // Re-leased trials continued from their checkpoints (had they started over, the metrics
     // would still match, so this is checked on its own).
-    assert!(resumed >= 3, "only {resumed} leases resumed from a checkpoint");
+    assert!(
+        resumed >= 3,
+        "only {resumed} leases resumed from a checkpoint"
+    );
     let status = coord.wait().unwrap();
     assert!(status.success(), "coordinator: {status:?}");
     assert_same_as_reference(&results);
@@ -404,5 +407,8 @@ fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
         lines.seen.join("\n")
     );
     // Trials cut short by a restart continued from their checkpoints.
-    assert!(resumed >= 2, "only {resumed} leases resumed from a checkpoint");
+    assert!(
+        resumed >= 2,
+        "only {resumed} leases resumed from a checkpoint"
+    );
 }
