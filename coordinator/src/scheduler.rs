@@ -512,6 +512,31 @@ impl Scheduler {
         r
     }
 
+    /// Registered workers, lost ones included.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Forgets lost workers that hold no lease (their calls become `UnknownWorker`, and a
+    /// worker that comes back registers again). Returns how many were forgotten.
+    pub fn forget_lost_workers(&mut self) -> usize {
+        let holding: std::collections::HashSet<&WorkerId> = self
+            .trials
+            .iter()
+            .filter_map(|t| t.lease.as_ref().map(|l| &l.worker))
+            .collect();
+        let lost: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(id, w)| w.lost && !holding.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &lost {
+            self.workers.remove(id);
+        }
+        lost.len()
+    }
+
     /// Adds a worker and returns its new id.
     pub fn register(&mut self, info: WorkerInfo, now: Instant) -> WorkerId {
         let id = if self.incarnation == 0 {
@@ -1503,5 +1528,23 @@ mod tests {
         let l = lease(&mut s2, &b, t0 + TIMEOUT);
         assert_eq!(l.attempt, 7);
         assert!(s2.expire(t0 + TIMEOUT * 2)[0].failed, "second failure of 2");
+    }
+
+    #[test]
+    fn lost_workers_without_leases_can_be_forgotten() {
+        let (mut s, t0) = sched(vec![hp(Arch::Ffv0, 32, 2, 1)], 3);
+        let busy = worker(&mut s, "busy", 1, t0);
+        let idle = worker(&mut s, "idle", 1, t0);
+        lease(&mut s, &busy, t0);
+        // Both silent past the timeout: both lost, but `busy` still holds its lease until
+        // expiry runs.
+        let later = t0 + TIMEOUT / 2;
+        s.heartbeat(&busy, &[], later).unwrap();
+        for w in s.workers.values_mut() {
+            w.lost = true;
+        }
+        assert_eq!(s.forget_lost_workers(), 1);
+        assert_eq!(s.workers(), 1);
+        assert!(matches!(s.lease(&idle, later), Err(SchedulerError::UnknownWorker(_))));
     }
 }

@@ -64,6 +64,10 @@ const MAX_LABEL: usize = 256;
 const MAX_REASON: usize = 4096;
 /// Most trials one heartbeat may list.
 const MAX_RUNNING: usize = 4096;
+/// Most workers registered at once: past it lost workers are forgotten, and if that is not
+/// enough, registration is refused with RESOURCE_EXHAUSTED (a runaway client cannot grow the
+/// coordinator's memory without bound).
+pub const MAX_WORKERS: usize = 16_384;
 /// Epoch rows queued for the writer before reporters wait.
 const WRITER_QUEUE: usize = 4096;
 /// Largest gRPC message accepted (a `ReportEpoch` carries the trial's checkpoint).
@@ -563,9 +567,18 @@ impl Coordinator for CoordinatorService {
             device: r.device,
             slots: r.slots,
         };
-        let id = self
-            .shared
-            .with_scheduler(|s, now| s.register(info.clone(), now));
+        let id = self.shared.with_scheduler(|s, now| {
+            if s.workers() >= MAX_WORKERS {
+                let forgotten = s.forget_lost_workers();
+                debug!(forgotten, "forgot lost workers");
+            }
+            if s.workers() >= MAX_WORKERS {
+                return Err(Status::resource_exhausted(format!(
+                    "{MAX_WORKERS} workers are registered already"
+                )));
+            }
+            Ok(s.register(info.clone(), now))
+        })?;
         info!(worker = %id, name = %info.name, device = %info.device, slots = info.slots,
             threads = r.threads, version = %clip(&r.version, 64), "worker registered");
         let c = &self.shared.config;

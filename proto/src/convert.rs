@@ -69,7 +69,8 @@ impl From<&EpochMetrics> for pb::EpochMetrics {
 impl TryFrom<pb::EpochMetrics> for EpochMetrics {
     type Error = ConvertError;
     /// Rejects epoch 0, accuracies outside [0, 1], infinite or negative losses and times.
-    /// `val_*` may be NaN (a trial without a validation split); nothing else may.
+    /// `val_loss` and `val_acc` may be NaN together (a trial without a validation split);
+    /// nothing else may.
     fn try_from(p: pb::EpochMetrics) -> Result<Self, Self::Error> {
         fn field(field: &'static str, reason: String) -> ConvertError {
             ConvertError::Field { field, reason }
@@ -90,6 +91,15 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
         ];
         for (name, v, is_acc) in finite {
             check(name, v, is_acc).map_err(|r| field(name, r))?;
+        }
+        if p.val_loss.is_nan() != p.val_acc.is_nan() {
+            return Err(field(
+                "val_loss",
+                format!(
+                    "val_loss and val_acc are NaN together (no validation split) or neither, got {} and {}",
+                    p.val_loss, p.val_acc
+                ),
+            ));
         }
         for (name, v, is_acc) in optional {
             if !v.is_nan() {
@@ -166,5 +176,9 @@ mod tests {
         let mut bad = pb::EpochMetrics::from(&m);
         bad.epoch = 0;
         assert!(EpochMetrics::try_from(bad).is_err());
+        let mut half = pb::EpochMetrics::from(&m);
+        half.val_acc = 0.7;
+        let err = EpochMetrics::try_from(half).unwrap_err().to_string();
+        assert!(err.contains("NaN together"), "{err}");
     }
 }
