@@ -1545,6 +1545,9 @@ mod tests {
         }
         assert_eq!(s.forget_lost_workers(), 1);
         assert_eq!(s.workers(), 1);
-        assert!(matches!(s.lease(&idle, later), Err(SchedulerError::UnknownWorker(_))));
+        assert!(matches!(
+            s.lease(&idle, later),
+            Err(SchedulerError::UnknownWorker(_))
+        ));
     }
 }
