@@ -310,7 +310,7 @@ async fn run_trial(
             .spawn(move || -> Result<()> {
                 device::set_threads(threads);
                 let mut trial = Trial::new(&h, &data, subset, dev)?;
-                trial.run(&mut |m: &EpochMetrics| {
+                trial.run(&mut |m: &EpochMetrics, _ckpt: Option<&[u8]>| {
                     if abandon.load(Ordering::SeqCst) {
                         return Err(Error::Abandoned(
                             "the coordinator re-leased this trial".into(),

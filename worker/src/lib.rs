@@ -34,6 +34,10 @@ pub enum Error {
     },
     #[error("training diverged: loss is {loss} at epoch {epoch}")]
     Diverged { epoch: u32, loss: f64 },
+    /// A checkpoint that cannot resume this trial: unreadable, truncated, of another trial or
+    /// data subset, or missing a tensor.
+    #[error("cannot resume from this checkpoint: {0}")]
+    Checkpoint(String),
     #[error("trial abandoned: {0}")]
     Abandoned(String),
     #[error("coordinator: {0}")]
@@ -51,9 +55,14 @@ impl Error {
     }
 
     /// Whether another attempt (on another worker) could succeed: a diverged trial will
-    /// diverge again; an I/O or libtorch error may be this machine's.
+    /// diverge again; an I/O or libtorch error may be this machine's. A bad checkpoint is
+    /// bad on every worker, so another attempt with it fails the same way: whoever restores
+    /// should drop the checkpoint and train the trial from scratch rather than fail it.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Error::Diverged { .. } | Error::InvalidArgument(_))
+        !matches!(
+            self,
+            Error::Diverged { .. } | Error::InvalidArgument(_) | Error::Checkpoint(_)
+        )
     }
 }
 

@@ -68,7 +68,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let format = args.format;
-    trial.run(&mut |m: &proto::EpochMetrics| {
+    trial.run(&mut |m: &proto::EpochMetrics, _checkpoint: Option<&[u8]>| {
         match format {
             Format::Json => println!("{}", serde_json::to_string(m).expect("json of plain data")),
             Format::Text => println!(

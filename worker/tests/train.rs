@@ -27,6 +27,333 @@ fn run(h: &Hyperparams, subset: Subset) -> (Trial, Vec<EpochMetrics>) {
     (trial, out)
 }
 
+/// Metrics without the wall time, which no two runs share.
+fn strip(m: &[EpochMetrics]) -> Vec<EpochMetrics> {
+    m.iter()
+        .map(|e| EpochMetrics { seconds: 0.0, ..*e })
+        .collect()
+}
+
+/// Trains `h` up to epoch `stop` (by asking for `stop` epochs of otherwise the same trial
+/// would change its id: instead the sink stops it) with a checkpoint every epoch, and
+/// returns the metrics and checkpoints it saw.
+fn run_with_checkpoints(
+    h: &Hyperparams,
+    subset: Subset,
+    stop: u32,
+) -> (Vec<EpochMetrics>, Vec<Vec<u8>>) {
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    worker::device::set_threads(1);
+    let d = data();
+    let mut trial = Trial::new(h, &d, subset, Device::Cpu).unwrap();
+    trial.checkpoint_every_epoch = true;
+    let (mut metrics, mut checkpoints) = (Vec::new(), Vec::new());
+    let r = trial.run(&mut |m: &EpochMetrics, c: Option<&[u8]>| {
+        metrics.push(*m);
+        checkpoints.push(c.expect("a checkpoint every epoch").to_vec());
+        if m.epoch == stop {
+            return Err(worker::Error::Abandoned("simulated crash".into()));
+        }
+        Ok(())
+    });
+    assert!(
+        matches!(r, Err(worker::Error::Abandoned(_))) || stop >= h.epochs,
+        "{r:?}"
+    );
+    assert_eq!(trial.epochs_done(), stop);
+    (metrics, checkpoints)
+}
+
+/// A fresh trial (new process state but the libtorch generator) restored from `checkpoint`
+/// and trained to the end.
+fn resume(h: &Hyperparams, subset: Subset, checkpoint: &[u8]) -> (Trial, Vec<EpochMetrics>) {
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    worker::device::set_threads(1);
+    let d = data();
+    // Draw from the generator in between, as another trial on this worker would have.
+    let _ = tch::Tensor::randn([1000], (tch::Kind::Float, Device::Cpu));
+    let mut trial = Trial::new(h, &d, subset, Device::Cpu).unwrap();
+    let epoch = trial.restore(checkpoint).unwrap();
+    assert_eq!(trial.epochs_done(), epoch);
+    let mut out = Vec::new();
+    trial.run(&mut out).unwrap();
+    (trial, out)
+}
+
+fn assert_resuming_changes_nothing(h: &Hyperparams, subset: Subset, stop: u32) {
+    let (_, whole) = run(h, subset);
+    assert_eq!(whole.len(), h.epochs as usize);
+    let (before, checkpoints) = run_with_checkpoints(h, subset, stop);
+    assert_eq!(strip(&before), strip(&whole[..stop as usize]), "{h:?}");
+    let (trial, after) = resume(h, subset, &checkpoints[stop as usize - 1]);
+    assert_eq!(
+        strip(&after),
+        strip(&whole[stop as usize..]),
+        "{}: resumed after epoch {stop}",
+        h.label()
+    );
+    // The history survives the checkpoint, so config.json lists every epoch.
+    assert_eq!(strip(&trial.history), strip(&whole), "{}", h.label());
+    // Bitwise, not just close: every f64 field is compared with ==, and so are these.
+    for (a, b) in after.iter().zip(&whole[stop as usize..]) {
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
+        assert_eq!(a.test_loss.to_bits(), b.test_loss.to_bits());
+    }
+}
+
+#[test]
+fn a_resumed_trial_matches_an_uninterrupted_one_mlp() {
+    let h = Hyperparams {
+        arch: Arch::Ffv3,
+        hidden: 32,
+        dropout: 0.25,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        epochs: 3,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(2000),
+        test: Some(500),
+    };
+    assert_resuming_changes_nothing(&h, subset, 1);
+    assert_resuming_changes_nothing(&h, subset, 2);
+}
+
+#[test]
+fn a_resumed_trial_matches_an_uninterrupted_one_cnn() {
+    let h = Hyperparams {
+        arch: Arch::Cnn,
+        hidden: 4,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        epochs: 2,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(640),
+        test: Some(200),
+    };
+    assert_resuming_changes_nothing(&h, subset, 1);
+}
+
+#[test]
+fn a_resumed_trial_matches_without_momentum_and_from_epoch_zero() {
+    let h = Hyperparams {
+        arch: Arch::Ffv1,
+        hidden: 16,
+        lr: 0.1,
+        epochs: 2,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(1000),
+        test: Some(200),
+    };
+    assert_resuming_changes_nothing(&h, subset, 1);
+    // A checkpoint taken before any training resumes into the whole run.
+    let (_, whole) = run(&h, subset);
+    let fresh = {
+        let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+        Trial::new(&h, &data(), subset, Device::Cpu)
+            .unwrap()
+            .checkpoint()
+            .unwrap()
+    };
+    let (_, all) = resume(&h, subset, &fresh);
+    assert_eq!(strip(&all), strip(&whole));
+}
+
+#[test]
+fn a_checkpoint_is_named_safetensors_with_metadata() {
+    let h = Hyperparams {
+        arch: Arch::Ffv0,
+        hidden: 8,
+        momentum: 0.5,
+        epochs: 2,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(500),
+        test: Some(100),
+    };
+    let (_, checkpoints) = run_with_checkpoints(&h, subset, 2);
+    let st = safetensors::SafeTensors::deserialize(&checkpoints[0]).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "capas.1.bias",
+            "capas.1.weight",
+            "capas.3.bias",
+            "capas.3.weight",
+            "optimizer.momentum.capas.1.bias",
+            "optimizer.momentum.capas.1.weight",
+            "optimizer.momentum.capas.3.bias",
+            "optimizer.momentum.capas.3.weight",
+            "trial.history",
+        ]
+    );
+    let w = st.tensor("capas.1.weight").unwrap();
+    assert_eq!(w.dtype(), safetensors::Dtype::F32);
+    assert_eq!(w.shape(), [8, 784]);
+    let (_, header) = safetensors::SafeTensors::read_metadata(&checkpoints[1]).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    assert_eq!(meta["format"], "hypersweep-checkpoint/1");
+    assert_eq!(meta["trial_id"], h.trial_id().to_string());
+    assert_eq!(meta["epoch"], "2");
+    assert_eq!(meta["seed"], h.seed.to_string());
+}
+
+#[test]
+fn restore_rejects_what_cannot_resume_this_trial() {
+    let h = Hyperparams {
+        arch: Arch::Ffv3,
+        hidden: 8,
+        dropout: 0.25,
+        momentum: 0.9,
+        epochs: 2,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(500),
+        test: Some(100),
+    };
+    let (_, checkpoints) = run_with_checkpoints(&h, subset, 1);
+    let good = &checkpoints[0];
+    let other_lr = Hyperparams { lr: 0.05, ..h };
+    let (_, other_trial) = run_with_checkpoints(&other_lr, subset, 1);
+    let other_size = Hyperparams { hidden: 9, ..h };
+    let (_, other_shape) = run_with_checkpoints(&other_size, subset, 1);
+    // The same trial on more data: the trial id matches, the data does not.
+    let (_, other_subset) = run_with_checkpoints(
+        &h,
+        Subset {
+            train: Some(600),
+            ..subset
+        },
+        1,
+    );
+
+    // Rebuilds `good` with `edit` applied to its tensors and metadata.
+    let rebuild = |edit: &Edit| {
+        let st = safetensors::SafeTensors::deserialize(good).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(good).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        let mut tensors = st.tensors();
+        edit(&mut tensors, &mut meta);
+        safetensors::serialize(tensors, Some(meta)).unwrap()
+    };
+    let missing = rebuild(&|t, _| t.retain(|(n, _)| n != "capas.5.weight"));
+    let no_momentum = rebuild(&|t, _| t.retain(|(n, _)| !n.starts_with("optimizer.")));
+    let unknown = rebuild(&|t, _| {
+        let (_, v) = t[0].clone();
+        t.push(("capas.9.weight".into(), v));
+    });
+    let wrong_format = rebuild(&|_, m| {
+        m.insert("format".into(), "something-else/1".into());
+    });
+    let future_epoch = rebuild(&|_, m| {
+        m.insert("epoch".into(), "7".into());
+    });
+    let wrong_shape = rebuild(&|t, _| {
+        let seven = t
+            .iter()
+            .find(|(n, _)| n == "capas.7.bias")
+            .unwrap()
+            .1
+            .clone();
+        let one = t.iter_mut().find(|(n, _)| n == "capas.1.bias").unwrap();
+        one.1 = seven; // [10] where [8] belongs
+    });
+    let nan_epoch = rebuild(&|_, m| {
+        m.insert("epoch".into(), "one".into());
+    });
+    let no_metadata = {
+        let st = safetensors::SafeTensors::deserialize(good).unwrap();
+        safetensors::serialize(st.tensors(), None).unwrap()
+    };
+    let mut flipped = good.clone();
+    flipped[3] ^= 0x40; // the header length
+
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        (
+            "garbage",
+            b"definitely not a checkpoint",
+            "not a readable safetensors",
+        ),
+        ("empty", b"", "not a readable safetensors"),
+        ("truncated", &good[..good.len() - 100], "truncated"),
+        ("header cut", &good[..50], "not a readable safetensors"),
+        (
+            "flipped header length",
+            &flipped,
+            "not a readable safetensors",
+        ),
+        ("another trial", &other_trial[0], "of trial"),
+        ("another shape", &other_shape[0], "of trial"),
+        ("another subset", &other_subset[0], "train_images"),
+        ("missing tensor", &missing, "\"capas.5.weight\" is missing"),
+        ("wrong shape", &wrong_shape, "\"capas.1.bias\" is F32 [10]"),
+        ("no momentum", &no_momentum, "optimizer.momentum."),
+        (
+            "unknown tensor",
+            &unknown,
+            "unexpected tensor \"capas.9.weight\"",
+        ),
+        ("wrong format", &wrong_format, "something-else/1"),
+        ("epoch past the end", &future_epoch, "epoch 7"),
+        ("epoch not a number", &nan_epoch, "\"one\""),
+        ("no metadata", &no_metadata, "no \"format\""),
+    ];
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut trial = Trial::new(&h, &data(), subset, Device::Cpu).unwrap();
+    let before = trial.checkpoint().unwrap();
+    for (what, bytes, needle) in cases {
+        let err = trial.restore(bytes).unwrap_err();
+        assert!(
+            matches!(err, worker::Error::Checkpoint(_)),
+            "{what}: {err:?}"
+        );
+        assert!(!err.is_retryable(), "{what}");
+        let msg = err.to_string();
+        assert!(msg.contains(needle), "{what}: {msg}");
+        assert_eq!(trial.epochs_done(), 0, "{what}");
+    }
+    // Nothing changed on the way, and the good one still restores.
+    assert_eq!(contents(&trial.checkpoint().unwrap()), contents(&before));
+    assert_eq!(trial.restore(good).unwrap(), 1);
+    assert_eq!(contents(&trial.checkpoint().unwrap()), contents(good));
+}
+
+/// A change to a checkpoint's tensors and metadata.
+type Edit = dyn Fn(
+    &mut Vec<(String, safetensors::tensor::TensorView<'_>)>,
+    &mut std::collections::HashMap<String, String>,
+);
+
+type Contents = (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+);
+
+/// A checkpoint's metadata and tensors, comparable (its bytes are not: safetensors writes
+/// the metadata map in hash order).
+fn contents(bytes: &[u8]) -> Contents {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let meta = header.metadata().clone().unwrap().into_iter().collect();
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    (meta, tensors)
+}
+
 const SMALL: Subset = Subset {
     train: Some(6400),
     test: Some(1000),
@@ -92,11 +419,6 @@ fn same_seed_same_numbers_other_seed_other_numbers() {
     };
     let (_, a) = run(&h, SMALL);
     let (_, b) = run(&h, SMALL);
-    let strip = |m: &[EpochMetrics]| {
-        m.iter()
-            .map(|e| EpochMetrics { seconds: 0.0, ..*e })
-            .collect::<Vec<_>>()
-    };
     assert_eq!(strip(&a), strip(&b));
     let (_, c) = run(&Hyperparams { seed: 56, ..h }, SMALL);
     assert_ne!(strip(&a), strip(&c));
@@ -312,5 +634,57 @@ fn json_format_prints_only_epoch_objects() {
         ] {
             assert!(v[k].is_number(), "{k} in {l}");
         }
+    }
+}
+
+#[test]
+fn the_hand_written_sgd_steps_as_libtorchs() {
+    use tch::nn::{self, Module, OptimizerConfig};
+    use tch::{Kind, Tensor};
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    worker::device::set_threads(1);
+    for (momentum, wd) in [(0.0, 0.0), (0.9, 0.0), (0.0, 1e-2), (0.9, 1e-2)] {
+        tch::manual_seed(3);
+        let build = || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = nn::seq()
+                .add(nn::linear(vs.root() / "a", 20, 16, Default::default()))
+                .add_fn(|x| x.relu())
+                .add(nn::linear(vs.root() / "b", 16, 4, Default::default()));
+            (vs, net)
+        };
+        let (vs_ref, net_ref) = build();
+        let (mut vs, net) = build();
+        vs.copy(&vs_ref).unwrap();
+        let mut reference = nn::Sgd {
+            momentum,
+            dampening: 0.0,
+            wd,
+            nesterov: false,
+        }
+        .build(&vs_ref, 0.1)
+        .unwrap();
+        let mut ours = worker::train::Sgd::new(&vs, 0.1, momentum, wd);
+        for _ in 0..5 {
+            let x = Tensor::randn([32, 20], (Kind::Float, Device::Cpu));
+            let y = Tensor::randint(4, [32], (Kind::Int64, Device::Cpu));
+            reference.backward_step(&net_ref.forward(&x).cross_entropy_for_logits(&y));
+            ours.backward_step(&net.forward(&x).cross_entropy_for_logits(&y))
+                .unwrap();
+        }
+        let (a, b) = (vs_ref.variables(), vs.variables());
+        for (name, t) in &a {
+            // Bit for bit with libtorch 2.11 on x86-64; allow for kernels that fuse
+            // multiply-adds differently elsewhere.
+            assert!(
+                t.allclose(&b[name], 1e-6, 1e-7, false),
+                "momentum {momentum}, weight decay {wd}: {name} differs by {}",
+                (t - &b[name]).abs().max().double_value(&[])
+            );
+        }
+        assert_eq!(
+            ours.momentum_buffers().count(),
+            if momentum != 0.0 { 4 } else { 0 }
+        );
     }
 }
