@@ -98,13 +98,19 @@ fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
         )),
         ["4,4"]
     );
-    // One row per (trial, epoch), never a duplicate, and both workers took part.
+    // One row per (trial, epoch), never a duplicate.
     assert_eq!(
         sql(&format!(
-            "SELECT count(*), count(DISTINCT (trial_id, epoch)), count(DISTINCT worker) FROM '{r}/epochs/*.parquet'"
+            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
         )),
-        ["8,8,2"]
+        ["8,8"]
     );
+    // Both local workers joined (which of them trains what depends on timing: a worker that
+    // loads its data first may take all four small trials).
+    for i in 1..=2 {
+        let log = std::fs::read_to_string(results.join(format!("logs/worker-{i}.log"))).unwrap();
+        assert!(log.contains("registered"), "worker {i}:\n{log}");
+    }
     // The README's query works as written.
     let per_arch = sql(&format!(
         "SELECT arch, max(val_acc) FROM '{r}/epochs/*.parquet' GROUP BY arch ORDER BY arch"

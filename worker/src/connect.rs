@@ -21,7 +21,7 @@ use tonic::{Request, Status};
 pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
 
 /// Largest message the worker accepts from the coordinator.
-const MAX_DECODING: usize = 16 << 20;
+const MAX_DECODING: usize = 64 << 20;
 
 /// Adds `authorization: Bearer <token>` to every request; does nothing without a token.
 #[derive(Clone, Default)]

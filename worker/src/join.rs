@@ -4,6 +4,12 @@
 //! never blocks the runtime), forward each epoch through a bounded channel to `ReportEpoch`,
 //! upload the artifacts, `Finish`. One heartbeat task keeps every running lease alive and
 //! raises the abandon flag of any lease the coordinator no longer gives this worker.
+//!
+//! Every `ReportEpoch` carries the trial's checkpoint after that epoch; a lease with
+//! `start_epoch > 0` comes with the checkpoint to restore, and training continues after it.
+//! When the coordinator restarts, it no longer knows this worker's id (NOT_FOUND): the worker
+//! registers again and goes on leasing; the trials it was training are abandoned (their
+//! reports are rejected) and resume elsewhere from their last checkpoint.
 
 use crate::cli::JoinArgs;
 use crate::connect::{Client, Connection};
@@ -28,7 +34,11 @@ type Running = Arc<Mutex<HashMap<(String, u32), Arc<AtomicBool>>>>;
 
 struct Ctx {
     client: Client,
-    worker_id: String,
+    /// Replaced when the worker registers again after a coordinator restart.
+    worker_id: std::sync::RwLock<String>,
+    /// Serialises re-registration so that slots that notice a restart together register once.
+    reregister: tokio::sync::Mutex<()>,
+    registration: pb::RegisterRequest,
     /// `None` with `--noop`.
     data: Option<Arc<dataset::FashionMnist>>,
     subset: Subset,
@@ -74,14 +84,15 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     })
     .await?;
     let mut client = conn.client(channel);
+    let registration = pb::RegisterRequest {
+        name: name.clone(),
+        device: device::device_name(dev),
+        slots: slots as u32,
+        threads: threads as u32,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     let reg = client
-        .register(pb::RegisterRequest {
-            name: name.clone(),
-            device: device::device_name(dev),
-            slots: slots as u32,
-            threads: threads as u32,
-            version: env!("CARGO_PKG_VERSION").into(),
-        })
+        .register(registration.clone())
         .await
         // A wrong or missing token never gets better: stop with what to check.
         .map_err(|s| conn.register_error(s, args.token_file.is_some()))?
@@ -91,7 +102,9 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
         client,
-        worker_id: reg.worker_id,
+        worker_id: std::sync::RwLock::new(reg.worker_id),
+        reregister: tokio::sync::Mutex::new(()),
+        registration,
         data,
         subset,
         device: dev,
@@ -118,6 +131,37 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     info!("sweep done, leaving");
     result
+}
+
+impl Ctx {
+    fn worker_id(&self) -> String {
+        self.worker_id.read().expect("worker id").clone()
+    }
+
+    /// Registers again when the coordinator forgot `stale` (it restarted). Concurrent callers
+    /// with the same stale id register once.
+    async fn reregister(&self, stale: &str) -> Result<()> {
+        let _one = self.reregister.lock().await;
+        if self.worker_id() != stale {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        let reg = retry(self.reconnect_timeout, "register", || {
+            let mut c = client.clone();
+            let r = self.registration.clone();
+            async move { Ok(c.register(r).await?.into_inner()) }
+        })
+        .await?;
+        client = self.client.clone();
+        let _ = &mut client;
+        warn!(old = %stale, new = %reg.worker_id, "the coordinator restarted; registered again");
+        *self.worker_id.write().expect("worker id") = reg.worker_id;
+        Ok(())
+    }
+}
+
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Rpc(s) if s.code() == tonic::Code::NotFound)
 }
 
 fn default_name() -> String {
@@ -188,9 +232,10 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, every: Duration) {
             })
             .collect();
         let mut client = ctx.client.clone();
+        let worker_id = ctx.worker_id();
         match client
             .heartbeat(pb::HeartbeatRequest {
-                worker_id: ctx.worker_id.clone(),
+                worker_id: worker_id.clone(),
                 running,
             })
             .await
@@ -208,6 +253,11 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, every: Duration) {
                     }
                 }
             }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                if let Err(e) = ctx.reregister(&worker_id).await {
+                    warn!(error = %e, "registering again failed");
+                }
+            }
             Err(e) => warn!(error = %e, "heartbeat failed"),
         }
     }
@@ -216,7 +266,7 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, every: Duration) {
 async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
     loop {
         let mut client = ctx.client.clone();
-        let worker_id = ctx.worker_id.clone();
+        let worker_id = ctx.worker_id();
         let resp = retry(ctx.reconnect_timeout, "lease", || {
             let mut c = client.clone();
             let w = worker_id.clone();
@@ -226,7 +276,14 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
                     .into_inner())
             }
         })
-        .await?;
+        .await;
+        let resp = match resp {
+            Err(e) if is_not_found(&e) => {
+                ctx.reregister(&worker_id).await?;
+                continue;
+            }
+            r => r?,
+        };
         client = ctx.client.clone();
         match resp.outcome {
             Some(Outcome::Lease(lease)) => {
@@ -252,11 +309,23 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
                         continue;
                     }
                 };
-                match &ctx.data {
-                    Some(data) => {
-                        run_trial(&ctx, data, slot, lease.trial_id, lease.attempt, hparams).await?
+                let trial_id = lease.trial_id.clone();
+                let ran = match &ctx.data {
+                    Some(data) => run_trial(&ctx, data, slot, &worker_id, lease, hparams).await,
+                    None => run_noop(&ctx, &worker_id, lease, &hparams).await,
+                };
+                match ran {
+                    // The coordinator restarted or gave the trial to someone else: the trial
+                    // resumes elsewhere from its last checkpoint; this slot leases anew.
+                    Err(Error::Rpc(s))
+                        if matches!(
+                            s.code(),
+                            tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                        ) =>
+                    {
+                        warn!(trial = %trial_id, status = %s.message(), "the coordinator no longer holds this lease for us; leasing anew");
                     }
-                    None => run_noop(&ctx, lease.trial_id, lease.attempt, &hparams).await?,
+                    r => r?,
                 }
             }
             Some(Outcome::Wait(w)) => {
@@ -276,10 +345,12 @@ async fn run_trial(
     ctx: &Arc<Ctx>,
     data: &Arc<dataset::FashionMnist>,
     slot: usize,
-    trial_id: String,
-    attempt: u32,
+    worker_id: &str,
+    lease: pb::Lease,
     h: Hyperparams,
 ) -> Result<()> {
+    let (trial_id, attempt) = (lease.trial_id, lease.attempt);
+    let (start_epoch, checkpoint) = (lease.start_epoch, lease.checkpoint);
     let key = (trial_id.clone(), attempt);
     let abandon = Arc::new(AtomicBool::new(false));
     ctx.running
@@ -294,7 +365,8 @@ async fn run_trial(
         })
     };
 
-    let (tx, mut rx) = mpsc::channel::<EpochMetrics>(4);
+    // Each epoch's metrics and the checkpoint after it.
+    let (tx, mut rx) = mpsc::channel::<(EpochMetrics, Vec<u8>)>(2);
     let out_dir = ctx.scratch.join(format!("{trial_id}-{attempt}"));
     let thread = {
         let (data, subset, dev, threads, abandon, out_dir) = (
@@ -310,13 +382,27 @@ async fn run_trial(
             .spawn(move || -> Result<()> {
                 device::set_threads(threads);
                 let mut trial = Trial::new(&h, &data, subset, dev)?;
-                trial.run(&mut |m: &EpochMetrics, _ckpt: Option<&[u8]>| {
+                if start_epoch > 0 {
+                    match trial.restore(&checkpoint) {
+                        Ok(epoch) => {
+                            info!(trial = %h.trial_id(), epoch, "resumed from the checkpoint")
+                        }
+                        Err(e) => {
+                            // Epochs retrained from scratch are answered `duplicate`: slower,
+                            // never wrong.
+                            warn!(trial = %h.trial_id(), error = %e, "checkpoint unusable, training from epoch 1");
+                            trial = Trial::new(&h, &data, subset, dev)?;
+                        }
+                    }
+                }
+                trial.checkpoint_every_epoch = true;
+                trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
                     if abandon.load(Ordering::SeqCst) {
                         return Err(Error::Abandoned(
                             "the coordinator re-leased this trial".into(),
                         ));
                     }
-                    tx.blocking_send(*m)
+                    tx.blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default()))
                         .map_err(|_| Error::Abandoned("reporting stopped".into()))
                 })?;
                 drop(tx);
@@ -329,12 +415,12 @@ async fn run_trial(
     };
 
     let mut report_err = None;
-    while let Some(m) = rx.recv().await {
+    while let Some((m, checkpoint)) = rx.recv().await {
         let req = pb::ReportEpochRequest {
-            worker_id: ctx.worker_id.clone(),
+            worker_id: worker_id.to_owned(),
             trial: ta(),
             metrics: Some((&m).into()),
-            checkpoint: Vec::new(),
+            checkpoint,
         };
         let mut client = ctx.client.clone();
         let sent = retry(ctx.reconnect_timeout, "report", || {
@@ -382,55 +468,66 @@ async fn run_trial(
             e => Err(e),
         };
     }
-    let mut client = ctx.client.clone();
+    let client = ctx.client.clone();
     match trained {
         Ok(()) => {
-            for name in [
-                "config.json",
-                "model.safetensors",
-                "predictions.safetensors",
-            ] {
-                upload(
-                    &mut client,
-                    &ctx.worker_id,
-                    &trial_id,
-                    attempt,
-                    &out_dir,
-                    name,
-                )
-                .await?;
-            }
-            let _ = std::fs::remove_dir_all(&out_dir);
-            client
-                .finish(pb::FinishRequest {
-                    worker_id: ctx.worker_id.clone(),
-                    trial: ta(),
+            let uploaded = async {
+                for name in [
+                    "config.json",
+                    "model.safetensors",
+                    "predictions.safetensors",
+                ] {
+                    retry(ctx.reconnect_timeout, "upload", || {
+                        let mut c = client.clone();
+                        let (t, d) = (trial_id.clone(), out_dir.clone());
+                        async move { upload(&mut c, worker_id, &t, attempt, &d, name).await }
+                    })
+                    .await?;
+                }
+                retry(ctx.reconnect_timeout, "finish", || {
+                    let mut c = client.clone();
+                    let r = pb::FinishRequest {
+                        worker_id: worker_id.to_owned(),
+                        trial: ta(),
+                    };
+                    async move { Ok(c.finish(r).await?) }
                 })
-                .await?;
+                .await
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&out_dir);
+            uploaded?;
             info!(trial = %trial_id, attempt, "trial finished");
         }
         Err(Error::Abandoned(why)) => warn!(trial = %trial_id, attempt, %why, "trial abandoned"),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&out_dir);
             warn!(trial = %trial_id, attempt, error = %e, "trial failed");
-            client
-                .fail(pb::FailRequest {
-                    worker_id: ctx.worker_id.clone(),
+            retry(ctx.reconnect_timeout, "fail", || {
+                let mut c = client.clone();
+                let r = pb::FailRequest {
+                    worker_id: worker_id.to_owned(),
                     trial: ta(),
                     reason: e.to_string(),
                     retryable: e.is_retryable(),
-                })
-                .await?;
+                };
+                async move { Ok(c.fail(r).await?) }
+            })
+            .await?;
         }
     }
     Ok(())
 }
 
-/// `--noop`: every epoch reported at once with made-up metrics, then `Finish`.
-async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) -> Result<()> {
+/// `--noop`: every epoch (after the lease's `start_epoch`) reported at once with made-up
+/// metrics, then `Finish`.
+async fn run_noop(ctx: &Ctx, worker_id: &str, lease: pb::Lease, h: &Hyperparams) -> Result<()> {
     let mut client = ctx.client.clone();
-    let trial = Some(pb::TrialAttempt { trial_id, attempt });
-    for epoch in 1..=h.epochs {
+    let trial = Some(pb::TrialAttempt {
+        trial_id: lease.trial_id,
+        attempt: lease.attempt,
+    });
+    for epoch in lease.start_epoch.saturating_add(1)..=h.epochs {
         let acc = 0.5 + 0.4 * f64::from(epoch) / f64::from(h.epochs);
         let m = EpochMetrics {
             epoch,
@@ -443,7 +540,7 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
             seconds: 0.0,
         };
         let req = pb::ReportEpochRequest {
-            worker_id: ctx.worker_id.clone(),
+            worker_id: worker_id.to_owned(),
             trial: trial.clone(),
             metrics: Some((&m).into()),
             checkpoint: Vec::new(),
@@ -452,7 +549,7 @@ async fn run_noop(ctx: &Ctx, trial_id: String, attempt: u32, h: &Hyperparams) ->
     }
     client
         .finish(pb::FinishRequest {
-            worker_id: ctx.worker_id.clone(),
+            worker_id: worker_id.to_owned(),
             trial,
         })
         .await?;
