@@ -6,6 +6,8 @@
 #   bash scripts/bench.sh lab4    wall time + coordinator peak RSS of `coordinator run sweeps/lab4.toml`
 #   bash scripts/bench.sh overhead  10,000 no-op trials through the real gRPC path, 8 workers
 #   bash scripts/bench.sh check   `coordinator check` of a generated 100,000-trial sweep: time, RSS
+#   bash scripts/bench.sh load    200 simulated workers leasing and reporting for 60 s against one
+#                                 coordinator (benches/load.sh): reports/s, latency, none lost
 #
 # Output goes to bench-results/ (git-ignored). The PyTorch reference needs Python torch 2.11.0
 # + torchvision 0.26.0: installed into .deps/bench-venv on first use (~2.7 GB of wheels).
@@ -44,8 +46,12 @@ case "${1:-}" in
     check)
         python3 benches/check_big.py --coordinator target/release/coordinator --trials 100000 | tee bench-results/check.md
         ;;
+    load)
+        cargo build --release --locked -p tests --bin loadgen
+        LOAD_BIN_DIR=target/release bash benches/load.sh | tee bench-results/load.md
+        ;;
     *)
-        echo "usage: $0 train|lab4|overhead|check" >&2
+        echo "usage: $0 train|lab4|overhead|check|load" >&2
         exit 2
         ;;
 esac
