@@ -156,6 +156,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut workers = spawn_local_workers(&args, local_workers, threads, addr, &results, &local)?;
     let outcome = follow(&args, &sweep, &shared, &mut workers, started).await;
+    if outcome.is_ok() {
+        // Idle workers ask again every retry_after: keep serving until each live one was
+        // told `Done` (a remote worker would otherwise find the port closed and exit with an
+        // error after --reconnect-timeout), but not for long.
+        let linger = Instant::now() + shared.retry_after() * 3;
+        while !shared.every_worker_told_done() && Instant::now() < linger {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     shared
         .finish_results()
@@ -422,43 +431,31 @@ async fn follow(
 ) -> Result<()> {
     let mut rx = shared.subscribe();
     let total_epochs = sweep.total_epochs();
-    let epochs_of: HashMap<_, _> = sweep
-        .trials
-        .iter()
-        .map(|t| (t.id.clone(), u64::from(t.hparams.epochs)))
-        .collect();
     let mut display = Display::new(args.plain, total_epochs, sweep.trials.len());
     let mut exited = vec![false; workers.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    // Progress changes on every report; redrawing (which walks every trial's record) is
-    // throttled so that a sweep of many short trials is not slowed by its own display.
+    // The sweep changes on every report; a snapshot walks every trial, so it is taken (and
+    // drawn) at most every DRAW_EVERY: a sweep of many short trials is not slowed by its own
+    // display. `is_done` is cheap and checked on every change.
     let mut last_draw: Option<Instant> = None;
     loop {
-        let progress = rx.borrow_and_update().clone();
-        if !progress.is_done() && last_draw.is_some_and(|t| t.elapsed() < DRAW_EVERY) {
+        rx.borrow_and_update();
+        let done = shared.is_done();
+        if !done && last_draw.is_some_and(|t| t.elapsed() < DRAW_EVERY) {
             tokio::select! {
                 _ = tokio::time::sleep(DRAW_EVERY) => {}
                 _ = &mut ctrl_c => {
-                    display.finish(&progress);
+                    display.finish(&shared.progress());
                     bail!("interrupted; finished epochs are in the results folder, run the same command to resume");
                 }
             }
             continue;
         }
         last_draw = Some(Instant::now());
-        let done_epochs: u64 = shared
-            .records()
-            .iter()
-            .map(|r| match r.status {
-                TrialStatus::Finished | TrialStatus::Failed => {
-                    epochs_of.get(&r.trial_id).copied().unwrap_or(0)
-                }
-                _ => u64::from(r.epochs_done),
-            })
-            .sum();
-        display.update(&progress, done_epochs, started);
+        let progress = shared.progress();
+        display.update(&progress, progress.epochs_done, started);
         if progress.is_done() {
             display.finish(&progress);
             return Ok(());

@@ -255,6 +255,8 @@ pub struct Progress {
     /// Registered workers not (yet) lost.
     pub workers_alive: usize,
     pub running_trials: Vec<RunningTrial>,
+    /// Epochs done: every epoch of finished and failed trials, the recorded ones of others.
+    pub epochs_done: u64,
 }
 
 impl Progress {
@@ -343,6 +345,8 @@ struct WorkerState {
     info: WorkerInfo,
     last_seen: Instant,
     lost: bool,
+    /// Leases it holds now.
+    held: u32,
 }
 
 /// The trial queue and every lease.
@@ -355,6 +359,9 @@ pub struct Scheduler {
     /// Indices into `trials`, next to lease first.
     queue: VecDeque<usize>,
     workers: HashMap<WorkerId, WorkerState>,
+    /// Leases held now, by all workers: with `queue`, what makes `is_done` O(1) (a trial is
+    /// unfinished exactly when it is queued or leased).
+    active_leases: usize,
     next_worker: u64,
     /// Which start of the coordinator this is (0 in tests without a store).
     incarnation: u64,
@@ -415,6 +422,7 @@ impl Scheduler {
             index,
             queue: order.into(),
             workers: HashMap::new(),
+            active_leases: 0,
             next_worker: 1,
             incarnation: 0,
             epoch_instant: now,
@@ -512,6 +520,14 @@ impl Scheduler {
         r
     }
 
+    /// Registered workers not lost.
+    pub fn alive_workers(&self) -> impl Iterator<Item = &WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.lost)
+            .map(|(id, _)| id)
+    }
+
     /// Registered workers, lost ones included.
     pub fn workers(&self) -> usize {
         self.workers.len()
@@ -555,6 +571,7 @@ impl Scheduler {
                 info,
                 last_seen: now,
                 lost: false,
+                held: 0,
             },
         );
         id
@@ -572,22 +589,18 @@ impl Scheduler {
     /// Hands `worker` the most urgent queued trial.
     pub fn lease(&mut self, worker: &WorkerId, now: Instant) -> Result<LeaseOutcome> {
         self.touch(worker, now)?;
-        let slots = self.workers[worker].info.slots;
-        let held = self
-            .trials
-            .iter()
-            .filter(|t| t.lease.as_ref().is_some_and(|l| &l.worker == worker))
-            .count();
-        if held >= slots as usize {
+        let w = &self.workers[worker];
+        if w.held >= w.info.slots {
             return Ok(LeaseOutcome::Wait);
         }
         let Some(i) = self.queue.pop_front() else {
-            return Ok(if self.trials.iter().all(|t| t.status.is_terminal()) {
+            return Ok(if self.is_done() {
                 LeaseOutcome::Done
             } else {
                 LeaseOutcome::Wait
             });
         };
+        self.lease_taken(worker);
         let wall = self.wall(now);
         let info = self.workers[worker].info.clone();
         let deadline = now + self.config.lease_timeout;
@@ -653,6 +666,10 @@ impl Scheduler {
             let Some(lease) = t.lease.take_if(|l| l.deadline <= now) else {
                 continue;
             };
+            self.active_leases -= 1;
+            if let Some(w) = self.workers.get_mut(&lease.worker) {
+                w.held = w.held.saturating_sub(1);
+            }
             let name = self
                 .workers
                 .get(&lease.worker)
@@ -781,6 +798,8 @@ impl Scheduler {
             });
         }
         t.lease = None;
+        self.lease_released(worker);
+        let t = &mut self.trials[i];
         t.status = TrialStatus::Finished;
         t.finished_at = Some(wall);
         Ok(())
@@ -800,8 +819,9 @@ impl Scheduler {
         let i = self.holder(worker, trial, attempt, now)?;
         let wall = self.wall(now);
         let max_attempts = self.config.max_attempts;
+        self.trials[i].lease = None;
+        self.lease_released(worker);
         let t = &mut self.trials[i];
-        t.lease = None;
         if retryable {
             t.failures += 1;
         }
@@ -842,9 +862,24 @@ impl Scheduler {
         })
     }
 
-    /// Every trial is finished or failed.
+    /// Every trial is finished or failed. O(1): a trial is unfinished exactly when it is
+    /// queued or leased.
     pub fn is_done(&self) -> bool {
-        self.trials.iter().all(|t| t.status.is_terminal())
+        self.queue.is_empty() && self.active_leases == 0
+    }
+
+    fn lease_taken(&mut self, worker: &WorkerId) {
+        self.active_leases += 1;
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.held += 1;
+        }
+    }
+
+    fn lease_released(&mut self, worker: &WorkerId) {
+        self.active_leases -= 1;
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.held = w.held.saturating_sub(1);
+        }
     }
 
     pub fn progress(&self) -> Progress {
@@ -854,6 +889,11 @@ impl Scheduler {
             ..Progress::default()
         };
         for t in &self.trials {
+            p.epochs_done += u64::from(if t.status.is_terminal() {
+                t.hparams.epochs
+            } else {
+                t.recorded
+            });
             match t.status {
                 TrialStatus::Queued => p.queued += 1,
                 TrialStatus::Running => p.running += 1,

@@ -1,7 +1,8 @@
 //! The `sweep.v1.Coordinator` gRPC service over the [`Scheduler`] and the Parquet results.
 //!
 //! [`Shared`] holds the scheduler behind a mutex taken only for in-memory work (never across an
-//! await or file I/O), a watch channel of [`Progress`] that changes with every state change,
+//! await or file I/O), a watch channel marked changed with every state change ([`Progress`]
+//! snapshots are computed on demand),
 //! the [`Committer`] of the durable state, and the sender of a writer task that owns the
 //! [`EpochWriter`] and does its file I/O on blocking threads.
 //!
@@ -119,7 +120,9 @@ enum WriterMsg {
 pub struct Shared {
     config: ServiceConfig,
     scheduler: Arc<Mutex<Scheduler>>,
-    progress: watch::Sender<Progress>,
+    /// Bumped on every change; [`Shared::progress`] computes the snapshot on demand, so a
+    /// call never walks every trial (that made big sweeps CPU-bound).
+    changes: watch::Sender<u64>,
     writer: mpsc::Sender<WriterMsg>,
     committer: Committer,
     store: Store,
@@ -128,6 +131,8 @@ pub struct Shared {
     restored: Restored,
     incarnation: u64,
     upload_seq: AtomicU64,
+    /// Workers that were answered `Done`.
+    told_done: Mutex<std::collections::HashSet<WorkerId>>,
 }
 
 /// A commit queued under the scheduler's lock; await it after releasing the lock.
@@ -193,7 +198,7 @@ impl Shared {
                 "resuming the sweep from its results folder"
             );
         }
-        let (progress, progress_rx) = watch::channel(scheduler.progress());
+        let (changes, changes_rx) = watch::channel(0u64);
         let scheduler = Arc::new(Mutex::new(scheduler));
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let committer = {
@@ -212,7 +217,7 @@ impl Shared {
         runtime.spawn(writer_task(
             writer,
             Arc::clone(&scheduler),
-            progress_rx,
+            changes_rx,
             rx,
             config.results_dir.clone(),
             config.flush_interval,
@@ -220,7 +225,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             config,
             scheduler,
-            progress,
+            changes,
             writer: tx,
             committer,
             store: opened.store,
@@ -228,6 +233,7 @@ impl Shared {
             restored,
             incarnation: opened.incarnation,
             upload_seq: AtomicU64::new(0),
+            told_done: Mutex::default(),
         }))
     }
 
@@ -259,14 +265,33 @@ impl Shared {
         &self.config
     }
 
-    /// The sweep right now.
+    /// The sweep right now (walks every trial: call it at display pace, not per event).
     pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
+        lock(&self.scheduler).progress()
     }
 
-    /// A receiver that changes on every change of the sweep's state.
-    pub fn subscribe(&self) -> watch::Receiver<Progress> {
-        self.progress.subscribe()
+    /// Every trial is finished or failed (cheap).
+    pub fn is_done(&self) -> bool {
+        lock(&self.scheduler).is_done()
+    }
+
+    /// Every worker still alive was answered `Done`: the server may stop without leaving a
+    /// remote worker to find it gone.
+    pub fn every_worker_told_done(&self) -> bool {
+        let told = self.told_done.lock().unwrap_or_else(|p| p.into_inner());
+        lock(&self.scheduler)
+            .alive_workers()
+            .all(|w| told.contains(w))
+    }
+
+    /// How long an idle worker waits before it asks for a lease again.
+    pub fn retry_after(&self) -> Duration {
+        self.config.heartbeat_interval.min(Duration::from_secs(1))
+    }
+
+    /// A receiver that is marked changed on every change of the sweep's state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// One record per trial, in sweep order.
@@ -312,23 +337,15 @@ impl Shared {
         out
     }
 
-    fn publish(&self, s: &Scheduler) {
-        let next = s.progress();
-        self.progress.send_if_modified(|p| {
-            if *p == next {
-                false
-            } else {
-                *p = next;
-                true
-            }
-        });
+    fn publish(&self, _s: &Scheduler) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
 async fn writer_task(
     writer: EpochWriter,
     scheduler: Arc<Mutex<Scheduler>>,
-    mut progress: watch::Receiver<Progress>,
+    mut progress: watch::Receiver<u64>,
     mut rx: mpsc::Receiver<WriterMsg>,
     dir: PathBuf,
     flush_interval: Duration,
@@ -487,6 +504,20 @@ pub fn check_artifact_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// A call the scheduler refused: logged when it comes from a worker that lost its lease (a
+/// late report after a partition or a restart), then mapped to its gRPC code.
+fn refused(e: SchedulerError, worker: &WorkerId, what: &str) -> Status {
+    if matches!(
+        e,
+        SchedulerError::StaleAttempt { .. }
+            | SchedulerError::NotLeased { .. }
+            | SchedulerError::UnknownWorker(_)
+    ) {
+        warn!(worker = %worker, error = %e, "{what} rejected");
+    }
+    e.into()
+}
+
 /// Waits for a commit queued by [`Shared::change`].
 async fn committed(pending: Option<Pending>, trial: &TrialId, what: &str) -> Result<(), Status> {
     let Some(pending) = pending else {
@@ -626,9 +657,16 @@ impl Coordinator for CoordinatorService {
                 })
             }
             LeaseOutcome::Wait => Outcome::Wait(pb::Wait {
-                retry_after_ms: millis(self.shared.config.heartbeat_interval),
+                retry_after_ms: millis(self.shared.retry_after()),
             }),
-            LeaseOutcome::Done => Outcome::Done(pb::Done {}),
+            LeaseOutcome::Done => {
+                self.shared
+                    .told_done
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(worker.clone());
+                Outcome::Done(pb::Done {})
+            }
         };
         Ok(Response::new(pb::LeaseResponse {
             outcome: Some(outcome),
@@ -658,7 +696,7 @@ impl Coordinator for CoordinatorService {
             }
             Ok::<_, SchedulerError>(outcome)
         });
-        let outcome = outcome?;
+        let outcome = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
         committed(commit, &trial, "epoch").await?;
         let duplicate = match outcome {
             ReportOutcome::Accepted(_) => {
@@ -720,7 +758,7 @@ impl Coordinator for CoordinatorService {
             ops.push(Op::DropCheckpoint(trial.clone()));
             Ok::<_, SchedulerError>(())
         });
-        finished?;
+        finished.map_err(|e| refused(e, &worker, "finish"))?;
         committed(commit, &trial, "finish").await?;
         info!(worker = %worker, trial = %trial, attempt, "trial finished");
         Ok(Response::new(pb::FinishResponse {}))
@@ -743,7 +781,7 @@ impl Coordinator for CoordinatorService {
             durable(s, &trial, ops);
             Ok::<_, SchedulerError>(status)
         });
-        let status = status?;
+        let status = status.map_err(|e| refused(e, &worker, "failure report"))?;
         committed(commit, &trial, "failure").await?;
         warn!(worker = %worker, trial = %trial, attempt, retryable = r.retryable, reason, status = %status, "trial attempt failed");
         Ok(Response::new(pb::FailResponse {}))

@@ -219,8 +219,12 @@ async fn a_worker_runs_the_sweep_and_results_reach_parquet() {
 
     assert!(matches!(lease(&mut c, &w2).await, Outcome::Done(_)));
     assert!(matches!(lease(&mut c, &w1).await, Outcome::Done(_)));
-    let done =
-        tokio::time::timeout(Duration::from_secs(5), progress.wait_for(|p| p.is_done())).await;
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        while !sb.shared.is_done() {
+            progress.changed().await.unwrap();
+        }
+    })
+    .await;
     assert!(done.is_ok(), "progress never reported the sweep done");
     assert_eq!(sb.shared.progress().finished, 1);
 
