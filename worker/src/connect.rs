@@ -20,6 +20,9 @@ use tonic::{Request, Status};
 /// The gRPC client every part of `worker join` uses: a channel with the token interceptor.
 pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
 
+/// Longest any call may take (an artifact upload of up to a few hundred MB included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Largest message the worker accepts from the coordinator.
 const MAX_DECODING: usize = 64 << 20;
 
@@ -131,7 +134,14 @@ impl Connection {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| bad(&e))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A silently cut link (no RST, no FIN) would otherwise hang a call in TCP
+            // retransmission for many minutes: HTTP/2 pings find it dead in ~30 s, and no
+            // call waits longer than CALL_TIMEOUT (then it is retried like any transport error).
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .timeout(CALL_TIMEOUT);
         let https = endpoint.uri().scheme_str() == Some("https");
         if tls.any() && !https {
             return Err(Error::InvalidArgument(format!(
@@ -214,7 +224,12 @@ impl Connection {
     pub fn register_error(&self, status: Status, has_token: bool) -> Error {
         match status.code() {
             tonic::Code::Unauthenticated => unauthenticated(&status, has_token),
-            tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+            // Internal: with HTTP/2 keepalive on, a TLS server's answer to plaintext reads as
+            // an h2 protocol error (FRAME_SIZE_ERROR) rather than a closed connection.
+            tonic::Code::Cancelled
+            | tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
                 if !self.tls =>
             {
                 Error::InvalidArgument(format!(

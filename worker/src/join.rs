@@ -212,7 +212,14 @@ where
 fn is_transient(e: &Error) -> bool {
     match e {
         Error::Transport(_) => true,
-        Error::Rpc(s) => matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        // Cancelled / DeadlineExceeded: the call ran past the channel's timeout.
+        Error::Rpc(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        ),
         _ => false,
     }
 }
