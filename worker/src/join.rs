@@ -29,6 +29,8 @@ use tracing::{info, warn};
 
 /// Bytes per artifact chunk.
 const CHUNK: usize = 1 << 20;
+/// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
+const MAX_CHECKPOINT: usize = 60 << 20;
 
 type Running = Arc<Mutex<HashMap<(String, u32), Arc<AtomicBool>>>>;
 
@@ -422,7 +424,14 @@ async fn run_trial(
     };
 
     let mut report_err = None;
-    while let Some((m, checkpoint)) = rx.recv().await {
+    while let Some((m, mut checkpoint)) = rx.recv().await {
+        if checkpoint.len() > MAX_CHECKPOINT {
+            // Past the coordinator's message limit the whole report would be refused: send
+            // the metrics alone (a re-leased trial then retrains from its last checkpoint).
+            warn!(trial = %trial_id, bytes = checkpoint.len(), max = MAX_CHECKPOINT,
+                "checkpoint too large for the coordinator, epoch reported without it");
+            checkpoint = Vec::new();
+        }
         let req = pb::ReportEpochRequest {
             worker_id: worker_id.to_owned(),
             trial: ta(),
