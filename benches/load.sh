@@ -9,17 +9,17 @@
 #   bash benches/load.sh            # via `bash scripts/bench.sh load`, which builds release first
 #
 # Environment: LOAD_BIN_DIR (target/release), LOAD_WORKERS (200), LOAD_SECONDS (60),
-# LOAD_CHECKPOINT_BYTES (1024), LOAD_TRIALS_LR / LOAD_TRIALS_SEEDS (100 / 100: 3 archs × lr ×
-# seeds trials of 3 epochs, 30,000 trials by default; the script stops if the sweep runs
-# out). The coordinator's cost per call grows with the sweep's size (README, "Measured"), so
-# compare runs of the same size only.
+# LOAD_CHECKPOINT_BYTES (1024), LOAD_TRIALS_LR / LOAD_TRIALS_SEEDS (400 / 100: 3 archs × lr ×
+# seeds trials of 3 epochs, 120,000 trials by default; the script stops if the sweep runs
+# out). Compare runs of the same sweep size only: trials.parquet rewrites and lease expiry
+# still walk every trial.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${LOAD_BIN_DIR:-target/release}
 workers=${LOAD_WORKERS:-200}
 seconds=${LOAD_SECONDS:-60}
 ckpt=${LOAD_CHECKPOINT_BYTES:-1024}
-n_lr=${LOAD_TRIALS_LR:-100}
+n_lr=${LOAD_TRIALS_LR:-400}
 n_seeds=${LOAD_TRIALS_SEEDS:-100}
 duckdb=.deps/venv/bin/duckdb
 [[ -x $duckdb ]] || duckdb=duckdb
