@@ -5,54 +5,9 @@
 //! binaries, which `cargo test --workspace` builds before it runs any test.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `target/<profile>/<name>`: this test runs from `target/<profile>/deps/`.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built (run `cargo test --workspace`)",
-        p.display()
-    );
-    p
-}
-
-fn duckdb() -> PathBuf {
-    let local = repo().join(".deps/venv/bin/duckdb");
-    if local.is_file() {
-        return local;
-    }
-    PathBuf::from("duckdb")
-}
-
-/// Runs a query with the DuckDB CLI, returns CSV lines without the header.
-fn sql(query: &str) -> Vec<String> {
-    let out = Command::new(duckdb())
-        .args(["-csv", "-noheader", "-c", query])
-        .output()
-        .expect("the DuckDB CLI (bash scripts/setup.sh duckdb)");
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
+use tests::{assert_ok, bin, repo, sql};
 
 const SUBSET: [&str; 4] = ["--train-limit", "3000", "--test-limit", "500"];
 
@@ -61,16 +16,6 @@ fn coordinator() -> Command {
     c.env("HYPERSWEEP_WORKER", bin("worker"))
         .env("RUST_LOG", "info");
     c
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -7,61 +7,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built (run `cargo test --workspace`)",
-        p.display()
-    );
-    p
-}
-
-fn sql(query: &str) -> Vec<String> {
-    let local = repo().join(".deps/venv/bin/duckdb");
-    let duckdb = if local.is_file() {
-        local
-    } else {
-        PathBuf::from("duckdb")
-    };
-    let out = Command::new(duckdb)
-        .args(["-csv", "-noheader", "-c", query])
-        .output()
-        .expect("the DuckDB CLI (bash scripts/setup.sh duckdb)");
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use tests::{assert_ok, bin, free_port, sql};
 
 const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
 
@@ -256,14 +206,6 @@ fn count_resumed(lines: &mut Lines) -> usize {
         .iter()
         .filter(|l| l.contains("resumed from the checkpoint"))
         .count()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -11,55 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built (run `cargo test --workspace`)",
-        p.display()
-    );
-    p
-}
-
-fn sql(query: &str) -> Vec<String> {
-    let local = repo().join(".deps/venv/bin/duckdb");
-    let duckdb = if local.is_file() {
-        local
-    } else {
-        PathBuf::from("duckdb")
-    };
-    let out = Command::new(duckdb)
-        .args(["-csv", "-noheader", "-c", query])
-        .output()
-        .expect("the DuckDB CLI (bash scripts/setup.sh duckdb)");
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tests::{bin, free_port, sql};
 
 /// A coordinator killed (SIGKILL) and reaped when dropped.
 struct Coordinator(Child);

@@ -23,51 +23,11 @@
 //! `HYPERSWEEP_SKIP_NETNS=1` is set: then it prints that it was skipped and passes.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built (run `cargo test --workspace`)",
-        p.display()
-    );
-    p
-}
-
-fn sql(query: &str) -> Vec<String> {
-    let local = repo().join(".deps/venv/bin/duckdb");
-    let duckdb = if local.is_file() {
-        local
-    } else {
-        PathBuf::from("duckdb")
-    };
-    let out = Command::new(duckdb)
-        .args(["-csv", "-noheader", "-c", query])
-        .output()
-        .expect("the DuckDB CLI (bash scripts/setup.sh duckdb)");
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
+use tests::{bin, repo, sql};
 
 /// Runs `ip ARGS`; the error is its stderr.
 fn ip(args: &[&str]) -> Result<(), String> {

@@ -6,32 +6,14 @@
 //! that trains, the data and libtorch of `bash scripts/setup.sh`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tests::{bin, repo};
 
 const TOKEN: &str = "e2e-token-9f8e7d6c5b4a3210";
 const SUBSET: [&str; 4] = ["--train-limit", "3000", "--test-limit", "500"];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `target/<profile>/<name>`: this test runs from `target/<profile>/deps/`.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} not built (run `cargo test --workspace`)",
-        p.display()
-    );
-    p
-}
 
 fn coordinator() -> Command {
     let mut c = Command::new(bin("coordinator"));
