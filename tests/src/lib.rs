@@ -1,8 +1,11 @@
 //! Helpers the end-to-end tests in `tests/` share: where the repository and the workspace's
-//! binaries are, the DuckDB CLI, and checks on finished processes.
+//! binaries are, the DuckDB CLI, checks on finished processes and waiting on a child's log.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -69,4 +72,73 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Lines of a child's stderr, read on a thread (so the pipe never fills and blocks the
+/// child), for tests that wait on what a process logs.
+pub struct Lines {
+    rx: Receiver<String>,
+    /// Every line received so far, oldest first.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    /// Takes `child`'s stderr, which must have been `Stdio::piped()`.
+    pub fn of(child: &mut Child) -> Lines {
+        let stderr = child.stderr.take().expect("stderr must be piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing `needle`; `None` when the stream ended first. Panics after
+    /// `timeout`, showing the last lines seen.
+    pub fn wait(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_n(needle, 1, timeout)
+    }
+
+    /// Waits until `count` more lines containing `needle` arrived and returns the last of
+    /// them; `None` when the stream ended first. Panics after `timeout`.
+    pub fn wait_n(&mut self, needle: &str, count: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut found = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if hit {
+                        found += 1;
+                        if found == count {
+                            return Some(line);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no {count}× {needle:?} within {timeout:?}; last lines:\n{}",
+                    self.seen[self.seen.len().saturating_sub(30)..].join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Reads to the end of the stream (call it once the process has exited); gives up after
+    /// 5 s without a line, in case a grandchild still holds the pipe.
+    pub fn drain(&mut self) -> &[String] {
+        while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
 }

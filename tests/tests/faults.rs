@@ -5,13 +5,11 @@
 //!
 //! Needs what `tests/tests/e2e.rs` needs: `bash scripts/setup.sh` and the workspace binaries.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use tests::{assert_ok, bin, free_port, sql};
+use std::time::Duration;
+use tests::{assert_ok, bin, free_port, sql, Lines};
 
 const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
 
@@ -47,55 +45,6 @@ const EPOCHS: usize = 13;
 
 /// Training in these tests must not share the 2 cores with another of them.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Lines of a child's stderr, read on a thread.
-struct Lines {
-    rx: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn of(child: &mut Child) -> Lines {
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits until `count` lines containing `needle` were seen since the last call; returns the
-    /// last of them, or `None` when the stream ended first.
-    fn wait(&mut self, needle: &str, count: usize, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        let mut found = 0;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = line.contains(needle);
-                    self.seen.push(line.clone());
-                    if hit {
-                        found += 1;
-                        if found == count {
-                            return Some(line);
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no {count}× {needle:?} within {timeout:?}; last lines:\n{}",
-                    self.seen[self.seen.len().saturating_sub(20)..].join("\n")
-                ),
-            }
-        }
-    }
-}
 
 fn write_sweep(dir: &Path) -> PathBuf {
     let p = dir.join("faults.toml");
@@ -195,7 +144,7 @@ fn worker_join(url: &str, name: &str) -> Child {
 /// How many times the worker behind `lines` restored a checkpoint (after it exited); fails
 /// on an unusable one.
 fn count_resumed(lines: &mut Lines) -> usize {
-    while lines.wait("\u{0}", 1, Duration::from_secs(10)).is_some() {}
+    lines.drain();
     assert!(
         !lines.seen.iter().any(|l| l.contains("checkpoint unusable")),
         "{}",
@@ -240,7 +189,7 @@ fn workers_killed_five_times_mid_trial_lose_nothing() {
         .spawn()
         .unwrap();
     let mut coord_lines = Lines::of(&mut coord);
-    coord_lines.wait("coordinator listening", 1, Duration::from_secs(30));
+    coord_lines.wait("coordinator listening", Duration::from_secs(30));
     let url = format!("http://127.0.0.1:{port}");
 
     let mut resumed = 0;
@@ -249,7 +198,7 @@ fn workers_killed_five_times_mid_trial_lose_nothing() {
         let mut lines = Lines::of(&mut victim);
         // Killed right after an epoch was acknowledged, and then after a delay that lands
         // inside the next epoch, alternately.
-        lines.wait("epoch finished", 1, Duration::from_secs(120));
+        lines.wait("epoch finished", Duration::from_secs(120));
         if kill % 2 == 0 {
             std::thread::sleep(Duration::from_millis(150));
         }
@@ -314,7 +263,7 @@ fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
     for kill in 1..=5 {
         let mut coord = run();
         let mut lines = Lines::of(&mut coord);
-        lines.wait("coordinator listening", 1, Duration::from_secs(30));
+        lines.wait("coordinator listening", Duration::from_secs(30));
         if remote.is_none() {
             let mut child = worker_join(&url, "remote");
             let lines = Lines::of(&mut child);
@@ -322,7 +271,7 @@ fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
         }
         // Killed after `kill` newly accepted epochs (the state is written before each is
         // acknowledged), at varying points of the sweep.
-        let got = lines.wait("epoch finished", 1 + kill % 2, Duration::from_secs(120));
+        let got = lines.wait_n("epoch finished", 1 + kill % 2, Duration::from_secs(120));
         assert!(got.is_some(), "the coordinator exited before kill {kill}");
         if kill == 3 {
             std::thread::sleep(Duration::from_millis(100));

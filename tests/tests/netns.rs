@@ -22,12 +22,10 @@
 //! the workspace binaries). Without them the test fails, saying so, unless
 //! `HYPERSWEEP_SKIP_NETNS=1` is set: then it prints that it was skipped and passes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-use tests::{bin, repo, sql};
+use tests::{bin, repo, sql, Lines};
 
 /// Runs `ip ARGS`; the error is its stderr.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -233,56 +231,6 @@ impl Drop for Proc {
                 seen.len().saturating_sub(60)
             };
             eprintln!("--- {} ---\n{}", self.name, seen[from..].join("\n"));
-        }
-    }
-}
-
-/// Lines of a child's stderr, read on a thread.
-struct Lines {
-    rx: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn of(child: &mut Child) -> Lines {
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line containing `needle`; `None` when the stream ended first.
-    fn wait(&mut self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return Some(line);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no {needle:?} within {timeout:?}; last lines:\n{}",
-                    self.seen[self.seen.len().saturating_sub(30)..].join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Everything up to the end of the stream (the process has exited).
-    fn drain(&mut self) {
-        while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
         }
     }
 }

@@ -5,12 +5,11 @@
 //! Needs the workspace's binaries (`cargo test --workspace` builds them) and, for the sweep
 //! that trains, the data and libtorch of `bash scripts/setup.sh`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tests::{bin, repo};
+use tests::{bin, repo, Lines};
 
 const TOKEN: &str = "e2e-token-9f8e7d6c5b4a3210";
 const SUBSET: [&str; 4] = ["--train-limit", "3000", "--test-limit", "500"];
@@ -56,32 +55,6 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Output {
             panic!("still running after {limit:?}\n{}", text(&out));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Every stderr line of `child`, on a channel (a thread drains the pipe).
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no line with {needle:?} within {timeout:?}"),
-        }
     }
 }
 
@@ -213,12 +186,12 @@ fn remote_workers_need_the_token_and_tls_and_a_wrong_one_stops_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = stderr_lines(&mut coord);
-    let port = port_of(&wait_for(
-        &lines,
-        "coordinator listening",
-        Duration::from_secs(30),
-    ));
+    let mut lines = Lines::of(&mut coord);
+    let port = port_of(
+        &lines
+            .wait("coordinator listening", Duration::from_secs(30))
+            .expect("the coordinator exited before listening"),
+    );
     let https = format!("https://127.0.0.1:{port}");
 
     // A wrong token: refused, and the worker stops at once instead of retrying.
@@ -242,7 +215,9 @@ fn remote_workers_need_the_token_and_tls_and_a_wrong_one_stops_at_once() {
         "{err}"
     );
     // The coordinator logged it with the peer's address.
-    let refused = wait_for(&lines, "refused a call", Duration::from_secs(10));
+    let refused = lines
+        .wait("refused a call", Duration::from_secs(10))
+        .expect("the coordinator exited");
     assert!(refused.contains("peer=127.0.0.1:"), "{refused}");
 
     // No token at all: the same, with the hint to give one.
@@ -338,12 +313,12 @@ fn a_sweep_with_token_and_tls_finishes_with_a_local_worker_and_the_token_is_in_n
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = stderr_lines(&mut coord);
-    let port = port_of(&wait_for(
-        &lines,
-        "coordinator listening",
-        Duration::from_secs(30),
-    ));
+    let mut lines = Lines::of(&mut coord);
+    let port = port_of(
+        &lines
+            .wait("coordinator listening", Duration::from_secs(30))
+            .expect("the coordinator exited before listening"),
+    );
 
     // The local worker connects over TLS with the token file; the token itself is on no
     // command line.
@@ -387,7 +362,7 @@ fn a_sweep_with_token_and_tls_finishes_with_a_local_worker_and_the_token_is_in_n
     assert!(status.success(), "{status:?}\n{stdout}\nworker log:\n{log}");
     assert!(stdout.contains("4 trials finished, 0 failed"), "{stdout}");
     // The warning about clear text is not given: this is TLS.
-    let rest: Vec<String> = lines.try_iter().collect();
-    assert!(!rest.iter().any(|l| l.contains("clear text")), "{rest:?}");
+    let log = lines.drain();
+    assert!(!log.iter().any(|l| l.contains("clear text")), "{log:?}");
     drop(f.dir);
 }
