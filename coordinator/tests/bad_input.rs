@@ -37,17 +37,17 @@
 // so that they keep compiling, even where they name every field today.
 #![allow(clippy::needless_update)]
 
-use coordinator::scheduler::QueuedTrial;
+mod common;
+
+use common::Sandbox;
 use coordinator::security::{ServerSecurity, Token};
-use coordinator::service::{self, ServiceConfig, Shared};
+use coordinator::service;
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::pb::{self, lease_response::Outcome};
 use proto::{Arch, Hyperparams};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 use tonic::codegen::{http, Bytes, Service};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -69,104 +69,27 @@ fn method(name: &str) -> String {
     format!("/sweep.v1.Coordinator/{name}")
 }
 
-struct Sandbox {
-    addr: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<service::Result<()>>,
-}
-
-impl Sandbox {
-    async fn start(trials: &[Hyperparams], tune: impl FnOnce(&mut ServiceConfig)) -> Sandbox {
-        Sandbox::secured(trials, tune, ServerSecurity::default()).await
-    }
-
-    async fn secured(
-        trials: &[Hyperparams],
-        tune: impl FnOnce(&mut ServiceConfig),
-        security: ServerSecurity,
-    ) -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServiceConfig::new("test", dir.path().join("results"));
-        config.lease_timeout = Duration::from_secs(30);
-        config.heartbeat_interval = Duration::from_millis(50);
-        config.flush_interval = Duration::from_millis(50);
-        tune(&mut config);
-        let trials = trials
-            .iter()
-            .map(|h| QueuedTrial {
-                id: h.trial_id(),
-                experiment: "exp".into(),
-                hparams: h.clone(),
-            })
-            .collect();
-        let shared = Shared::new(trials, config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(service::serve(
-            listener,
-            Arc::clone(&shared),
-            security,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Sandbox {
-            addr,
-            dir,
-            shared,
-            stop: Some(stop),
-            server,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn client(&self) -> CoordinatorClient<Channel> {
-        CoordinatorClient::new(self.channel().await)
-    }
-
-    fn results(&self) -> PathBuf {
-        self.dir.path().join("results")
-    }
-
-    /// The server still answers a well-formed Register and Lease, and health says SERVING.
-    async fn assert_alive(&self) {
-        use tonic_health::pb::health_client::HealthClient;
-        use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-        let mut c = self.client().await;
-        let w = register(&mut c, "after").await;
-        let r = c
-            .lease(pb::LeaseRequest {
-                worker_id: w,
-                ..Default::default()
-            })
-            .await;
-        assert!(r.is_ok(), "a good Lease after bad input: {r:?}");
-        let health = HealthClient::new(self.channel().await)
-            .check(HealthCheckRequest {
-                service: "sweep.v1.Coordinator".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(health.status(), ServingStatus::Serving);
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.await.unwrap().unwrap();
-    }
+/// The server still answers a well-formed Register and Lease, and health says SERVING.
+async fn assert_alive(sb: &Sandbox) {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+    let mut c = sb.client().await;
+    let w = register(&mut c, "after").await;
+    let r = c
+        .lease(pb::LeaseRequest {
+            worker_id: w,
+            ..Default::default()
+        })
+        .await;
+    assert!(r.is_ok(), "a good Lease after bad input: {r:?}");
+    let health = HealthClient::new(sb.channel().await)
+        .check(HealthCheckRequest {
+            service: "sweep.v1.Coordinator".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
 }
 
 fn hp(epochs: u32, seed: u64) -> Hyperparams {
@@ -385,7 +308,7 @@ async fn bytes_that_are_not_protobuf_are_internal_on_every_method() {
             assert_eq!(reply.code, Some(Code::Internal), "{m}, {what}: {reply:?}");
         }
     }
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -437,7 +360,7 @@ async fn random_bytes_get_a_status_and_never_take_the_server_down() {
             );
         }
     }
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -501,7 +424,7 @@ async fn frames_that_lie_get_the_decoders_codes() {
         let reply = raw(&ch, path, &[], msg(&valid)).await;
         assert_eq!(reply.code, Some(Code::Unimplemented), "{path}: {reply:?}");
     }
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -509,7 +432,7 @@ async fn frames_that_lie_get_the_decoders_codes() {
 async fn without_the_token_nothing_is_decoded() {
     const TOKEN: &str = "bad-input-test-token-0123456789abcdef";
     let security = ServerSecurity::default().with_token(Token::new(TOKEN.as_bytes()).unwrap());
-    let sb = Sandbox::secured(&[hp(2, 10)], |_| {}, security).await;
+    let sb = Sandbox::secured("test", &[hp(2, 10)], |_| {}, security).await;
     let ch = sb.channel().await;
     let bearer = format!("Bearer {TOKEN}");
     let good = [("authorization", bearer.as_str())];
@@ -620,7 +543,7 @@ async fn a_message_past_the_size_limit_is_out_of_range() {
         "a failure reason of {} bytes was kept",
         kept.len()
     );
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -726,7 +649,7 @@ async fn calls_out_of_order_are_failed_precondition() {
     );
     let p = sb.shared.progress();
     assert_eq!((p.finished, p.failed), (1, 0));
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -831,7 +754,7 @@ async fn overlong_and_malformed_fields_are_invalid_argument() {
         code(c.heartbeat(running(100_000)).await),
         Code::InvalidArgument
     );
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -887,7 +810,7 @@ async fn metrics_must_be_finite_and_in_range() {
     edges.train_loss = f64::MAX;
     edges.seconds = -0.0;
     c.report_epoch(report(&w, &id, 1, edges)).await.unwrap();
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }
 
@@ -1019,6 +942,6 @@ async fn artifact_names_are_never_paths() {
         vec![dir.join("config.json"), dir.join("model.safetensors")],
         "no temporary or partial file"
     );
-    sb.assert_alive().await;
+    assert_alive(&sb).await;
     sb.stop().await;
 }

@@ -1,15 +1,15 @@
 //! Who may talk to the coordinator: a real server on 127.0.0.1:0 with a token, TLS and client
 //! certificates (generated here with rcgen), and clients that have them or not.
 
-use coordinator::scheduler::QueuedTrial;
+mod common;
+
+use common::Sandbox;
 use coordinator::security::{self, SecurityOptions, ServerSecurity, Token};
-use coordinator::service::{self, ServiceConfig, Shared};
 use proto::pb;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::{Arch, Hyperparams};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -18,54 +18,15 @@ use tonic::{Code, Request, Status};
 const TOKEN: &str = "test-token-0123456789abcdef";
 const SWEEP: &str = "secret-sweep-name";
 
-struct Server {
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<service::Result<()>>,
-}
-
-impl Server {
-    async fn start(security: ServerSecurity) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let config = ServiceConfig::new(SWEEP, dir.path().join("results"));
-        let h = Hyperparams {
-            arch: Arch::Ffv1,
-            hidden: 16,
-            epochs: 1,
-            ..Hyperparams::default()
-        };
-        let trials = vec![QueuedTrial {
-            id: h.trial_id(),
-            experiment: "exp".into(),
-            hparams: h,
-        }];
-        let shared = Shared::new(trials, config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(service::serve(
-            listener,
-            Arc::clone(&shared),
-            security,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Server {
-            addr,
-            _dir: dir,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
+/// A coordinator with one trial, protected by `security`.
+async fn start(security: ServerSecurity) -> Sandbox {
+    let h = Hyperparams {
+        arch: Arch::Ffv1,
+        hidden: 16,
+        epochs: 1,
+        ..Hyperparams::default()
+    };
+    Sandbox::secured(SWEEP, &[h], |_| {}, security).await
 }
 
 fn token() -> Token {
@@ -120,7 +81,7 @@ fn assert_refused(st: &Status) {
 
 #[tokio::test]
 async fn the_right_token_registers_and_a_missing_or_wrong_one_is_unauthenticated() {
-    let server = Server::start(ServerSecurity::default().with_token(token())).await;
+    let server = start(ServerSecurity::default().with_token(token())).await;
     let ch = plain_channel(server.addr).await;
 
     let reg = register(&mut client(ch.clone(), Some(TOKEN)))
@@ -160,7 +121,7 @@ async fn the_right_token_registers_and_a_missing_or_wrong_one_is_unauthenticated
 async fn health_answers_without_a_token_and_reflection_needs_one() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
-    let server = Server::start(ServerSecurity::default().with_token(token())).await;
+    let server = start(ServerSecurity::default().with_token(token())).await;
     let ch = plain_channel(server.addr).await;
     let resp = HealthClient::new(ch.clone())
         .check(HealthCheckRequest {
@@ -204,7 +165,7 @@ async fn health_answers_without_a_token_and_reflection_needs_one() {
 
 #[tokio::test]
 async fn without_security_nothing_changes() {
-    let server = Server::start(ServerSecurity::default()).await;
+    let server = start(ServerSecurity::default()).await;
     let ch = plain_channel(server.addr).await;
     assert_eq!(
         register(&mut client(ch, None)).await.unwrap().sweep_name,
@@ -298,7 +259,7 @@ async fn tls_with_the_ca_and_token_works_and_a_plaintext_client_is_refused() {
         .with_token(token())
         .with_tls(p.server_cert.as_bytes(), p.server_key.as_bytes(), None)
         .unwrap();
-    let server = Server::start(security).await;
+    let server = start(security).await;
 
     let ch = tls_channel(server.addr, &p.ca_pem, None).await.unwrap();
     assert_eq!(
@@ -347,7 +308,7 @@ async fn client_certificates_required_refuse_clients_without_one() {
         )
         .unwrap();
     assert!(security.requires_client_certs());
-    let server = Server::start(security).await;
+    let server = start(security).await;
 
     // No client certificate: the handshake or the first call fails.
     match tls_channel(server.addr, &p.ca_pem, None).await {

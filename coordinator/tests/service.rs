@@ -1,82 +1,19 @@
 //! The gRPC service end to end: a coordinator on 127.0.0.1:0 and simulated workers that speak
 //! `sweep.v1` through the generated client.
 
+mod common;
+
 use arrow::array::{Array, Int64Array, StringArray};
-use coordinator::scheduler::QueuedTrial;
-use coordinator::service::{self, ServiceConfig, Shared};
+use common::Sandbox;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::pb::{self, lease_response::Outcome};
 use proto::{Arch, Hyperparams};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Code;
-
-struct Sandbox {
-    shared: Arc<Shared>,
-    addr: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<service::Result<()>>,
-}
-
-impl Sandbox {
-    async fn start(trials: &[Hyperparams], tune: impl FnOnce(&mut ServiceConfig)) -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServiceConfig::new("test", dir.path().join("results"));
-        config.lease_timeout = Duration::from_secs(30);
-        config.heartbeat_interval = Duration::from_millis(50);
-        config.flush_interval = Duration::from_millis(50);
-        tune(&mut config);
-        let trials = trials
-            .iter()
-            .map(|h| QueuedTrial {
-                id: h.trial_id(),
-                experiment: "exp".into(),
-                hparams: h.clone(),
-            })
-            .collect();
-        let shared = Shared::new(trials, config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(service::serve(
-            listener,
-            Arc::clone(&shared),
-            Default::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Sandbox {
-            shared,
-            addr,
-            dir,
-            stop: Some(stop),
-            server,
-        }
-    }
-
-    async fn client(&self) -> CoordinatorClient<Channel> {
-        CoordinatorClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    fn results(&self) -> PathBuf {
-        self.dir.path().join("results")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.await.unwrap().unwrap();
-    }
-}
 
 fn hp(epochs: u32, seed: u64) -> Hyperparams {
     Hyperparams {

@@ -1,0 +1,100 @@
+//! A real coordinator service on 127.0.0.1:0 for the integration tests in this folder, with
+//! its results in a temporary directory (each test file includes this module; not every file
+//! uses every part of it).
+#![allow(dead_code)]
+
+use coordinator::scheduler::QueuedTrial;
+use coordinator::security::ServerSecurity;
+use coordinator::service::{self, ServiceConfig, Shared};
+use proto::pb::coordinator_client::CoordinatorClient;
+use proto::Hyperparams;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A coordinator serving `trials` until [`Sandbox::stop`].
+pub struct Sandbox {
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<service::Result<()>>,
+}
+
+impl Sandbox {
+    /// Sweep `test`, no token, no TLS; `tune` adjusts the test timings (lease timeout 30 s,
+    /// heartbeat and flush every 50 ms).
+    pub async fn start(trials: &[Hyperparams], tune: impl FnOnce(&mut ServiceConfig)) -> Sandbox {
+        Sandbox::secured("test", trials, tune, ServerSecurity::default()).await
+    }
+
+    /// Sweep `name`, protected by `security`.
+    pub async fn secured(
+        name: &str,
+        trials: &[Hyperparams],
+        tune: impl FnOnce(&mut ServiceConfig),
+        security: ServerSecurity,
+    ) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServiceConfig::new(name, dir.path().join("results"));
+        config.lease_timeout = Duration::from_secs(30);
+        config.heartbeat_interval = Duration::from_millis(50);
+        config.flush_interval = Duration::from_millis(50);
+        tune(&mut config);
+        let trials = trials
+            .iter()
+            .map(|h| QueuedTrial {
+                id: h.trial_id(),
+                experiment: "exp".into(),
+                hparams: h.clone(),
+            })
+            .collect();
+        let shared = Shared::new(trials, config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(service::serve(
+            listener,
+            Arc::clone(&shared),
+            security,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Sandbox {
+            addr,
+            dir,
+            shared,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// A plaintext HTTP/2 channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The generated client on a new channel.
+    pub async fn client(&self) -> CoordinatorClient<Channel> {
+        CoordinatorClient::new(self.channel().await)
+    }
+
+    /// The sweep's results folder.
+    pub fn results(&self) -> PathBuf {
+        self.dir.path().join("results")
+    }
+
+    /// Shuts the server down and fails the test if serving failed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.await.unwrap().unwrap();
+    }
+}
