@@ -6,7 +6,9 @@
 //! call to `sweep.v1.Coordinator` and to reflection must then carry the gRPC metadata
 //! `authorization: Bearer <token>`; a missing or wrong token gets `UNAUTHENTICATED` with a
 //! fixed message that reveals nothing of the sweep, and a warning with the peer's address in
-//! the log. A token given on loopback is enforced too.
+//! the log (at most one every [`REFUSAL_LOG_EVERY`], counting the refusals in between, so a
+//! client retrying with a wrong token cannot flood the log). A token given on loopback is
+//! enforced too.
 //!
 //! `grpc.health.v1.Health` stays open: load balancers and orchestrators probe it without
 //! credentials, and it answers only SERVING / NOT_SERVING for a service name that is public
@@ -21,7 +23,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -33,6 +36,10 @@ pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The message of every refused call: the same whatever was wrong, and nothing of the sweep.
 pub const UNAUTHENTICATED_MESSAGE: &str = "missing or invalid token";
+
+/// Refused calls are logged at most this often; the ones in between are counted in the next
+/// warning.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -265,6 +272,7 @@ impl ServerSecurity {
     pub fn interceptor(&self) -> RequireToken {
         RequireToken {
             token: self.token.clone(),
+            refusals: Arc::default(),
         }
     }
 
@@ -287,6 +295,32 @@ impl ServerSecurity {
 #[derive(Clone, Debug)]
 pub struct RequireToken {
     token: Option<Token>,
+    /// Shared by the clones tonic makes per connection.
+    refusals: Arc<Mutex<RefusalLog>>,
+}
+
+/// When refused calls were last logged, and how many were not since.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last_warning: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// Whether to log a refusal at `now`: `Some(n)` with the `n` refusals left unlogged since
+    /// the last warning, or `None` (and it is counted) within [`REFUSAL_LOG_EVERY`] of it.
+    fn refused(&mut self, now: Instant) -> Option<u64> {
+        match self.last_warning {
+            Some(last) if now.saturating_duration_since(last) < REFUSAL_LOG_EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last_warning = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
 }
 
 impl Interceptor for RequireToken {
@@ -305,7 +339,20 @@ impl Interceptor for RequireToken {
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        warn!(peer = %peer, reason = refused, "refused a call without the right token");
+        // A poisoned lock only means another call panicked mid-update; the counts stay usable.
+        let log = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused(Instant::now());
+        if let Some(unlogged) = log {
+            if unlogged > 0 {
+                warn!(peer = %peer, reason = refused, also_refused = unlogged,
+                      "refused a call without the right token ({unlogged} more refused, not logged, since the last warning)");
+            } else {
+                warn!(peer = %peer, reason = refused, "refused a call without the right token");
+            }
+        }
         Err(Status::unauthenticated(UNAUTHENTICATED_MESSAGE))
     }
 }
@@ -476,5 +523,31 @@ mod tests {
         }
         // No token configured: everything passes.
         assert!(call(&mut ServerSecurity::default().interceptor(), None).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_every_ten_seconds_with_a_count() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.refused(t0), Some(0));
+        for i in 1..=500 {
+            assert_eq!(log.refused(t0 + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(log.refused(t0 + REFUSAL_LOG_EVERY), Some(500));
+        assert_eq!(log.refused(t0 + REFUSAL_LOG_EVERY), None);
+        assert_eq!(log.refused(t0 + 3 * REFUSAL_LOG_EVERY), Some(1));
+        assert_eq!(log.refused(t0 + 5 * REFUSAL_LOG_EVERY), Some(0));
+    }
+
+    #[test]
+    fn clones_of_the_interceptor_share_one_refusal_log() {
+        let s = ServerSecurity::default().with_token(Token::new(b"0123456789abcdef").unwrap());
+        let mut a = s.interceptor();
+        let mut b = a.clone();
+        assert!(a.call(Request::new(())).is_err());
+        assert!(b.call(Request::new(())).is_err());
+        let log = a.refusals.lock().unwrap();
+        assert!(log.last_warning.is_some());
+        assert_eq!(log.unlogged, 1, "b's refusal fell in a's window");
     }
 }

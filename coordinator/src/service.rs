@@ -73,6 +73,9 @@ pub const MAX_WORKERS: usize = 16_384;
 const WRITER_QUEUE: usize = 4096;
 /// Largest gRPC message accepted (a `ReportEpoch` carries the trial's checkpoint).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Longest a call may run on the server, body upload included; the worker's own limit is
+/// 300 s, so this only frees what a client abandoned or a stuck call holds.
+pub const SERVER_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything the service needs to know; [`ServiceConfig::new`] fills in defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -881,7 +884,15 @@ pub async fn serve(
         info!(addr = %addr, sweep = %shared.config.sweep_name, "coordinator listening");
         security.log(addr);
     }
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        // Calls answer in milliseconds; one still running after this is stuck (or a client
+        // trickling a 64 MiB checkpoint at under 1 Mbit/s). It is answered CANCELLED, which
+        // workers retry, and its task and buffers are freed.
+        .timeout(SERVER_CALL_TIMEOUT)
+        // A worker whose machine vanished leaves a half-open connection: pings close it.
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
     if let Some(tls) = security.tls_config() {
         builder = builder.tls_config(tls)?;
     }
