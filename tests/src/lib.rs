@@ -65,6 +65,21 @@ pub fn assert_ok(out: &Output) {
     );
 }
 
+/// Command lines of every process, as `/proc/*/cmdline` shows them (to `ps` as well), with
+/// spaces between the arguments. A process that has exited (a zombie) shows an empty one.
+pub fn command_lines() -> Vec<String> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            all.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    all
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
-use tests::{assert_ok, bin, free_port, sql, Lines};
+use std::time::{Duration, Instant};
+use tests::{assert_ok, bin, command_lines, free_port, sql, Lines};
 
 const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
 
@@ -302,4 +302,126 @@ fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
         resumed >= 2,
         "only {resumed} leases resumed from a checkpoint"
     );
+}
+
+/// `worker join --slots 2` is two worker processes, `NAME/0` and `NAME/1`, that train the
+/// sweep's two trials side by side and still give the numbers of the one-process reference
+/// run (one libtorch generator per process). Killing the process that started them, even
+/// with SIGKILL, stops both.
+#[test]
+fn two_slots_are_two_processes_with_the_reference_numbers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let port = free_port();
+    let mut coord = Command::new(bin("coordinator"))
+        .arg("run")
+        .arg(write_sweep(tmp.path()))
+        .arg("--results")
+        .arg(&results)
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--plain", "--no-report"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut coord_lines = Lines::of(&mut coord);
+    coord_lines.wait("coordinator listening", Duration::from_secs(30));
+    let name = format!("slots-{}", std::process::id());
+    let mut worker = Command::new(bin("worker"))
+        .args(["join", "--coordinator", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "--device",
+            "cpu",
+            "--slots",
+            "2",
+            "--threads",
+            "1",
+            "--name",
+            &name,
+        ])
+        .args(SUBSET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut worker_lines = Lines::of(&mut worker);
+    let status = coord.wait().unwrap();
+    coord_lines.drain();
+    assert!(status.success(), "{}", coord_lines.seen.join("\n"));
+    let status = worker.wait().unwrap();
+    worker_lines.drain();
+    assert!(
+        status.success(),
+        "worker: {status}\n{}\ncoordinator:\n{}",
+        worker_lines.seen.join("\n"),
+        coord_lines.seen.join("\n")
+    );
+    for slot in 0..2 {
+        let registered = format!("name={name}/{slot} ");
+        assert!(
+            coord_lines
+                .seen
+                .iter()
+                .any(|l| l.contains("worker registered") && l.contains(&registered)),
+            "no registration of {name}/{slot}:\n{}",
+            coord_lines.seen.join("\n")
+        );
+    }
+    assert_same_as_reference(&results);
+    let r = results.display();
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(DISTINCT worker) FROM '{r}/trials.parquet'"
+        )),
+        ["2"],
+        "each slot trained one of the two trials"
+    );
+
+    // The supervisor killed: its slots (waiting for a coordinator that is not there) follow.
+    let name = format!("orphans-{}", std::process::id());
+    let mut supervisor = Command::new(bin("worker"))
+        .args([
+            "join",
+            "--coordinator",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
+        .args(["--device", "cpu", "--slots", "2", "--name", &name])
+        .args(["--reconnect-timeout", "120"])
+        .args(SUBSET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || command_lines().iter().filter(|c| c.contains(&name)).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the slot processes never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "slot processes outlived their supervisor: {:?}",
+            command_lines()
+                .into_iter()
+                .filter(|c| c.contains(&name))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tests::{bin, repo, Lines};
+use tests::{bin, command_lines, repo, Lines};
 
 const TOKEN: &str = "e2e-token-9f8e7d6c5b4a3210";
 const SUBSET: [&str; 4] = ["--train-limit", "3000", "--test-limit", "500"];
@@ -96,22 +96,6 @@ fn files() -> Files {
         key: write("key.pem", &ck.signing_key.serialize_pem()),
         dir,
     }
-}
-
-/// Command lines of every process, as `/proc/*/cmdline` shows them (to `ps` as well).
-fn command_lines() -> Vec<String> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let mut cmd = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(entry.path().join("cmdline")) {
-            let _ = f.read_to_end(&mut cmd);
-        }
-        all.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
-    }
-    all
 }
 
 #[test]

@@ -128,12 +128,13 @@ pub struct JoinArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Trials run at once. With more than one, trials in this process share libtorch's
-    /// global random generator, so a trial's numbers depend on its neighbours' timing: use
-    /// one slot per process (several processes) where per-seed reproducibility matters.
+    /// Trials run at once. N > 1 starts N worker processes (registered as NAME/0 ...
+    /// NAME/N-1), because libtorch's random generator is per process: so every trial stays
+    /// reproducible per seed. They stop when this process does.
     #[arg(long, default_value_t = 1)]
     pub slots: usize,
-    /// libtorch intra-op threads per trial. Default: the machine's cores divided by --slots.
+    /// libtorch intra-op threads per trial (per slot process). Default: the machine's cores
+    /// divided by --slots.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Name shown in results and logs. Default: host:pid.

@@ -1,9 +1,10 @@
 //! `worker join`: lease trials from a coordinator and train them until the sweep is done.
 //!
-//! Each slot is a loop on the async runtime: lease, train on a dedicated OS thread (training
+//! A process trains one trial at a time (`--slots N` is N processes: see [`crate::slots`]).
+//! Its slot is a loop on the async runtime: lease, train on a dedicated OS thread (training
 //! never blocks the runtime), forward each epoch through a bounded channel to `ReportEpoch`,
-//! upload the artifacts, `Finish`. One heartbeat task keeps every running lease alive and
-//! raises the abandon flag of any lease the coordinator no longer gives this worker.
+//! upload the artifacts, `Finish`. A heartbeat task keeps the running lease alive and raises
+//! the abandon flag of any lease the coordinator no longer gives this worker.
 //!
 //! Every `ReportEpoch` carries the trial's checkpoint after that epoch; a lease with
 //! `start_epoch > 0` comes with the checkpoint to restore, and training continues after it.
@@ -38,7 +39,8 @@ struct Ctx {
     client: Client,
     /// Replaced when the worker registers again after a coordinator restart.
     worker_id: std::sync::RwLock<String>,
-    /// Serialises re-registration so that slots that notice a restart together register once.
+    /// Serialises re-registration so that the slot and the heartbeat, noticing a restart
+    /// together, register once.
     reregister: tokio::sync::Mutex<()>,
     registration: pb::RegisterRequest,
     /// `None` with `--noop`.
@@ -54,12 +56,22 @@ struct Ctx {
 /// Runs `worker join` until the coordinator says the sweep is done.
 pub async fn run(args: JoinArgs) -> Result<()> {
     let dev = device::parse_device(&args.device)?;
-    let slots = args.slots.max(1);
+    // One trial at a time in a process: `--slots N` is N processes (see slots.rs), each of
+    // which comes here as slot `i` of N.
+    let slot = crate::slots::this_slot(&args)?;
+    if slot.is_none() && args.slots > 1 {
+        return Err(Error::InvalidArgument(
+            "--slots N runs N processes: call slots::supervise, not join::run".into(),
+        ));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or((cores / slots).max(1));
-    let name = args.name.clone().unwrap_or_else(default_name);
+    let threads = args.threads.unwrap_or((cores / args.slots.max(1)).max(1));
+    let mut name = args.name.clone().unwrap_or_else(default_name);
+    if let Some(i) = slot {
+        name = format!("{name}/{i}");
+    }
 
-    if args.exit_on_stdin_eof {
+    if args.exit_on_stdin_eof || slot.is_some() {
         watch_stdin();
     }
 
@@ -89,7 +101,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let registration = pb::RegisterRequest {
         name: name.clone(),
         device: device::device_name(dev),
-        slots: slots as u32,
+        slots: 1,
         threads: threads as u32,
         version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -99,7 +111,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         // A wrong or missing token never gets better: stop with what to check.
         .map_err(|s| conn.register_error(s, args.token_file.is_some()))?
         .into_inner();
-    info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), slots, threads, sweep = %reg.sweep_name, "registered");
+    info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), threads, sweep = %reg.sweep_name, "registered");
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
@@ -119,16 +131,9 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         ctx.clone(),
         Duration::from_millis(u64::from(reg.heartbeat_interval_ms.max(50))),
     ));
-    let mut handles = Vec::new();
-    for slot in 0..slots {
-        handles.push(tokio::spawn(slot_loop(ctx.clone(), slot)));
-    }
-    let mut result = Ok(());
-    for h in handles {
-        if let Err(e) = h.await.expect("slot task panicked") {
-            result = Err(e);
-        }
-    }
+    let result = tokio::spawn(slot_loop(ctx.clone(), slot.unwrap_or(0)))
+        .await
+        .expect("slot task panicked");
     heartbeat.abort();
     let _ = std::fs::remove_dir_all(&scratch);
     info!("sweep done, leaving");

@@ -4,7 +4,8 @@
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
 //! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`];
 //! [`join`] is the gRPC client loop that leases trials from a coordinator and streams their
-//! epochs and artifacts back; [`cli`] is the command line of the thin `main.rs`.
+//! epochs and artifacts back, one trial at a time; [`slots`] runs `--slots N` as N such
+//! processes; [`cli`] is the command line of the thin `main.rs`.
 
 pub mod cli;
 pub mod connect;
@@ -12,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod join;
 pub mod model;
+pub mod slots;
 pub mod train;
 
 use std::path::{Path, PathBuf};

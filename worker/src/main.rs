@@ -11,6 +11,9 @@ fn main() {
     init_tracing();
     let result = match cli.command {
         Command::Train(args) => train(args),
+        Command::Join(args) if worker::slots::is_supervisor(&args) => {
+            worker::slots::supervise(&args).map_err(anyhow::Error::from)
+        }
         Command::Join(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
