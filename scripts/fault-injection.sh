@@ -2,7 +2,9 @@
 # Fault injection in one command: builds the debug binaries (the profile CI tests) and runs
 #
 #   faults      tests/tests/faults.rs   workers and the coordinator kill -9ed five times each
-#                                       mid-sweep; results equal an uninterrupted run
+#                                       mid-sweep; results equal an uninterrupted run; a
+#                                       `--slots 2` worker gives the same numbers and its slot
+#                                       processes die with it
 #   netns       tests/tests/netns.rs    a worker's network link cut mid-trial for longer than
 #                                       the lease timeout, across network namespaces (root)
 #   load        tests/tests/load.rs     200 simulated workers, then kill -9: no acknowledged
