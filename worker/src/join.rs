@@ -71,8 +71,10 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         name = format!("{name}/{i}");
     }
 
-    if args.exit_on_stdin_eof || slot.is_some() {
-        watch_stdin();
+    if slot.is_some() {
+        watch_stdin("the `worker join --slots` that started this slot is gone");
+    } else if args.exit_on_stdin_eof {
+        watch_stdin("coordinator went away");
     }
 
     let data = if args.noop {
@@ -178,15 +180,16 @@ fn default_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Local workers must never outlive their coordinator: it holds our stdin open and we exit
-/// when it closes, whatever killed the coordinator.
-fn watch_stdin() {
-    std::thread::spawn(|| {
+/// Local workers must never outlive their coordinator, nor slot processes their `worker join`:
+/// the parent holds our stdin open and we exit when it closes, whatever killed the parent.
+/// `who` says in the log which parent went away.
+fn watch_stdin(who: &'static str) {
+    std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         loop {
             match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
                 Ok(0) | Err(_) => {
-                    warn!("coordinator went away (stdin closed), exiting");
+                    warn!("{who} (stdin closed), exiting");
                     std::process::exit(3);
                 }
                 Ok(_) => {}
