@@ -157,40 +157,49 @@ fn count_resumed(lines: &mut Lines) -> usize {
         .count()
 }
 
-#[test]
-fn workers_killed_five_times_mid_trial_lose_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    reference();
-    let tmp = tempfile::tempdir().unwrap();
-    let results = tmp.path().join("results");
+/// `coordinator run` of the fault sweep into `results`, with no local workers, on a free
+/// loopback port, plus `extra` flags; returns it once it listens, with its log and URL.
+fn coordinator_for_remote_workers(
+    dir: &Path,
+    results: &Path,
+    extra: &[&str],
+) -> (Child, Lines, String) {
     let port = free_port();
     let mut coord = Command::new(bin("coordinator"))
         .arg("run")
-        .arg(write_sweep(tmp.path()))
+        .arg(write_sweep(dir))
         .arg("--results")
-        .arg(&results)
+        .arg(results)
         .args([
             "--local-workers",
             "0",
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .args([
-            "--lease-timeout",
-            "1.5",
-            "--max-attempts",
-            "10",
-            "--plain",
-            "--no-report",
-        ])
+        .args(["--plain", "--no-report"])
+        .args(extra)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut coord_lines = Lines::of(&mut coord);
-    coord_lines.wait("coordinator listening", Duration::from_secs(30));
-    let url = format!("http://127.0.0.1:{port}");
+    let mut lines = Lines::of(&mut coord);
+    lines.wait("coordinator listening", Duration::from_secs(30));
+    (coord, lines, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn workers_killed_five_times_mid_trial_lose_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    // Its log is kept (read on a thread) so the pipe never fills, though nothing waits on it.
+    let (mut coord, _coord_log, url) = coordinator_for_remote_workers(
+        tmp.path(),
+        &results,
+        &["--lease-timeout", "1.5", "--max-attempts", "10"],
+    );
 
     let mut resumed = 0;
     for kill in 1..=5 {
@@ -314,29 +323,11 @@ fn two_slots_are_two_processes_with_the_reference_numbers() {
     reference();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let port = free_port();
-    let mut coord = Command::new(bin("coordinator"))
-        .arg("run")
-        .arg(write_sweep(tmp.path()))
-        .arg("--results")
-        .arg(&results)
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--plain", "--no-report"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut coord_lines = Lines::of(&mut coord);
-    coord_lines.wait("coordinator listening", Duration::from_secs(30));
+    let (mut coord, mut coord_lines, url) =
+        coordinator_for_remote_workers(tmp.path(), &results, &[]);
     let name = format!("slots-{}", std::process::id());
     let mut worker = Command::new(bin("worker"))
-        .args(["join", "--coordinator", &format!("http://127.0.0.1:{port}")])
+        .args(["join", "--coordinator", &url])
         .args([
             "--device",
             "cpu",
