@@ -39,14 +39,13 @@
 
 mod common;
 
-use common::Sandbox;
+use common::{hp, Sandbox};
 use coordinator::security::{ServerSecurity, Token};
 use coordinator::service;
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::pb::{self, lease_response::Outcome};
-use proto::{Arch, Hyperparams};
 use std::path::{Path, PathBuf};
 use tonic::codegen::{http, Bytes, Service};
 use tonic::transport::Channel;
@@ -90,16 +89,6 @@ async fn assert_alive(sb: &Sandbox) {
         .unwrap()
         .into_inner();
     assert_eq!(health.status(), ServingStatus::Serving);
-}
-
-fn hp(epochs: u32, seed: u64) -> Hyperparams {
-    Hyperparams {
-        arch: Arch::Ffv1,
-        hidden: 16,
-        epochs,
-        seed,
-        ..Hyperparams::default()
-    }
 }
 
 async fn register(c: &mut CoordinatorClient<Channel>, name: &str) -> String {
@@ -200,6 +189,26 @@ fn data(data: Vec<u8>) -> pb::ArtifactChunk {
 }
 
 /// The code of a failed call (panics on success).
+/// The codes of the four calls a lease holder makes for (`worker`, `trial`, `attempt`), in
+/// this order: ReportEpoch (epoch 1), Finish, Fail and an UploadArtifact of `config.json`.
+async fn holder_calls(
+    c: &mut CoordinatorClient<Channel>,
+    worker: &str,
+    trial: &str,
+    attempt: u32,
+) -> [Code; 4] {
+    let upload = vec![chunk(worker, trial, attempt, "config.json", b"{}".to_vec())];
+    [
+        code(
+            c.report_epoch(report(worker, trial, attempt, metrics(1)))
+                .await,
+        ),
+        code(c.finish(finish(worker, trial, attempt)).await),
+        code(c.fail(fail(worker, trial, attempt)).await),
+        code(c.upload_artifact(tokio_stream::iter(upload)).await),
+    ]
+}
+
 fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     match r {
         Ok(ok) => panic!("expected an error, got {ok:?}"),
@@ -558,21 +567,8 @@ async fn calls_out_of_order_are_failed_precondition() {
 
     // Before any lease: the trial exists but nobody holds it.
     assert_eq!(
-        code(c.report_epoch(report(&w, &id, 1, metrics(1))).await),
-        Code::FailedPrecondition
-    );
-    assert_eq!(
-        code(c.finish(finish(&w, &id, 1)).await),
-        Code::FailedPrecondition
-    );
-    assert_eq!(
-        code(c.fail(fail(&w, &id, 1)).await),
-        Code::FailedPrecondition
-    );
-    let upload = vec![chunk(&w, &id, 1, "config.json", b"{}".to_vec())];
-    assert_eq!(
-        code(c.upload_artifact(tokio_stream::iter(upload)).await),
-        Code::FailedPrecondition
+        holder_calls(&mut c, &w, &id, 1).await,
+        [Code::FailedPrecondition; 4]
     );
 
     let l = lease(&mut c, &w).await;
@@ -689,21 +685,8 @@ async fn overlong_and_malformed_fields_are_invalid_argument() {
         Code::InvalidArgument
     );
     assert_eq!(
-        code(c.report_epoch(report(&long, &id, 1, metrics(1))).await),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(c.finish(finish(&long, &id, 1)).await),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(c.fail(fail(&long, &id, 1)).await),
-        Code::InvalidArgument
-    );
-    let upload = vec![chunk(&long, &id, 1, "config.json", b"{}".to_vec())];
-    assert_eq!(
-        code(c.upload_artifact(tokio_stream::iter(upload)).await),
-        Code::InvalidArgument
+        holder_calls(&mut c, &long, &id, 1).await,
+        [Code::InvalidArgument; 4]
     );
 
     // Trial ids that are not `<arch>-<12 lowercase hex digits>`.

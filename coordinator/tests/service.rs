@@ -4,26 +4,16 @@
 mod common;
 
 use arrow::array::{Array, Int64Array, StringArray};
-use common::Sandbox;
+use common::{hp, Sandbox};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::pb::{self, lease_response::Outcome};
-use proto::{Arch, Hyperparams};
+use proto::Hyperparams;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Code;
-
-fn hp(epochs: u32, seed: u64) -> Hyperparams {
-    Hyperparams {
-        arch: Arch::Ffv1,
-        hidden: 16,
-        epochs,
-        seed,
-        ..Hyperparams::default()
-    }
-}
 
 async fn register(c: &mut CoordinatorClient<Channel>, name: &str) -> String {
     let r = c

@@ -7,7 +7,7 @@ use coordinator::scheduler::QueuedTrial;
 use coordinator::security::ServerSecurity;
 use coordinator::service::{self, ServiceConfig, Shared};
 use proto::pb::coordinator_client::CoordinatorClient;
-use proto::Hyperparams;
+use proto::{Arch, Hyperparams};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,5 +96,16 @@ impl Sandbox {
             let _ = stop.send(());
         }
         self.server.await.unwrap().unwrap();
+    }
+}
+
+/// A small, fast trial: an MLP (ffv1, 16 hidden units) of `epochs` epochs and `seed`.
+pub fn hp(epochs: u32, seed: u64) -> Hyperparams {
+    Hyperparams {
+        arch: Arch::Ffv1,
+        hidden: 16,
+        epochs,
+        seed,
+        ..Hyperparams::default()
     }
 }
