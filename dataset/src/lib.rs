@@ -7,6 +7,9 @@
 //! [`load`] reads them and checks each one: magic number, counts, length, and the MD5 of the
 //! *uncompressed* bytes (Debian's `dataset-fashion-mnist` rewrote the gzip headers, so
 //! checksums of the `.gz` files differ from Zalando's while the data is identical).
+//! [`cli::DataArgs`] are the flags that say where the data is, shared by every command.
+
+pub mod cli;
 
 use md5::{Digest, Md5};
 use std::io::Read;

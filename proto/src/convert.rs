@@ -90,7 +90,7 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
             ("val_acc", p.val_acc, true),
         ];
         for (name, v, is_acc) in finite {
-            check(name, v, is_acc).map_err(|r| field(name, r))?;
+            check(v, is_acc).map_err(|r| field(name, r))?;
         }
         if p.val_loss.is_nan() != p.val_acc.is_nan() {
             return Err(field(
@@ -103,7 +103,7 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
         }
         for (name, v, is_acc) in optional {
             if !v.is_nan() {
-                check(name, v, is_acc).map_err(|r| field(name, r))?;
+                check(v, is_acc).map_err(|r| field(name, r))?;
             }
         }
         Ok(EpochMetrics {
@@ -119,7 +119,7 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
     }
 }
 
-fn check(_name: &str, v: f64, is_acc: bool) -> Result<(), String> {
+fn check(v: f64, is_acc: bool) -> Result<(), String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!("must be a finite number >= 0, got {v}"));
     }

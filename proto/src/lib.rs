@@ -4,12 +4,15 @@
 //! - [`trial`] holds the domain types: [`Arch`], [`Hyperparams`] (with validation and the
 //!   content-derived [`TrialId`]) and [`EpochMetrics`]. Scheduling and training code use these,
 //!   never the generated types.
+//! - [`artifact`] names the files a worker uploads for a finished trial.
 //! - [`convert`] is the one place where the two meet: `From` for domain → wire, `TryFrom` for
 //!   wire → domain, since a message's required fields may be missing or out of range.
 
+pub mod artifact;
 pub mod convert;
 pub mod trial;
 
+pub use artifact::Artifact;
 pub use convert::ConvertError;
 pub use trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams, TrialId};
 

@@ -226,7 +226,8 @@ impl Hyperparams {
 }
 
 /// `-0.0` and `0.0` are one value; everything else prints as Rust's shortest round-trip form.
-fn canon_f64(x: f64) -> String {
+/// Used for trial ids and wherever a number is shown as a sweep file would write it.
+pub fn canon_f64(x: f64) -> String {
     if x == 0.0 {
         "0".into()
     } else {

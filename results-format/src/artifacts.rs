@@ -1,0 +1,126 @@
+//! Reading what a worker uploaded for a trial (see [`proto::Artifact`]):
+//! `predictions.safetensors` and `config.json`. `model.safetensors` is only ever copied.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Classes of Fashion-MNIST: columns of `probs`.
+pub const NUM_CLASSES: usize = dataset::CLASS_NAMES.len();
+
+/// A trial's test-set predictions: softmax probabilities and true labels, in test-set order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// `n * 10` probabilities, row-major.
+    pub probs: Vec<f32>,
+    pub labels: Vec<usize>,
+}
+
+impl Predictions {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES]
+    }
+}
+
+/// Reads `predictions.safetensors`: `probs` (F32 `[N, 10]`, rows summing to 1) and `labels`
+/// (I64 `[N]`, values 0..=9; I32 and U8 are accepted too).
+pub fn read_predictions(path: &Path) -> Result<Predictions> {
+    use safetensors::{Dtype, SafeTensors};
+    let k = NUM_CLASSES;
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::invalid(path, format!("not a safetensors file: {e}")))?;
+    let probs_t = st
+        .tensor("probs")
+        .map_err(|_| Error::invalid(path, "missing tensor \"probs\" (F32 [N, 10])"))?;
+    let labels_t = st
+        .tensor("labels")
+        .map_err(|_| Error::invalid(path, "missing tensor \"labels\" (I64 [N])"))?;
+    if probs_t.dtype() != Dtype::F32 || probs_t.shape().len() != 2 || probs_t.shape()[1] != k {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "tensor \"probs\" is {:?} {:?}, expected F32 [N, {k}]",
+                probs_t.dtype(),
+                probs_t.shape()
+            ),
+        ));
+    }
+    let n = probs_t.shape()[0];
+    if labels_t.shape() != [n] {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "tensor \"labels\" has shape {:?}, expected [{n}] like \"probs\"",
+                labels_t.shape()
+            ),
+        ));
+    }
+    let probs: Vec<f32> = probs_t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let raw_labels: Vec<i64> = match labels_t.dtype() {
+        Dtype::I64 => labels_t
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I32 => labels_t
+            .data()
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
+            .collect(),
+        Dtype::U8 => labels_t.data().iter().map(|&b| i64::from(b)).collect(),
+        other => {
+            return Err(Error::invalid(
+                path,
+                format!("tensor \"labels\" is {other:?}, expected I64"),
+            ))
+        }
+    };
+    let mut labels = Vec::with_capacity(n);
+    for (i, &l) in raw_labels.iter().enumerate() {
+        if !(0..k as i64).contains(&l) {
+            return Err(Error::invalid(
+                path,
+                format!("labels[{i}] = {l}, expected 0..={}", k - 1),
+            ));
+        }
+        labels.push(l as usize);
+    }
+    for (i, row) in probs.chunks_exact(k).enumerate() {
+        if row.iter().any(|p| !p.is_finite() || *p < 0.0) {
+            return Err(Error::invalid(
+                path,
+                format!("probs row {i} has a negative or non-finite value: expected softmax probabilities"),
+            ));
+        }
+        let sum: f64 = row.iter().map(|&p| f64::from(p)).sum();
+        if (sum - 1.0).abs() > 1e-3 {
+            return Err(Error::invalid(
+                path,
+                format!("probs row {i} sums to {sum:.6}, expected 1 (softmax probabilities, not logits)"),
+            ));
+        }
+    }
+    Ok(Predictions { probs, labels })
+}
+
+/// The `hparams` of an artifact's `config.json` (other keys are ignored).
+pub fn read_config(path: &Path) -> Result<proto::Hyperparams> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))?;
+    let hp = value
+        .get("hparams")
+        .ok_or_else(|| Error::invalid(path, "missing key \"hparams\""))?;
+    serde_json::from_value(hp.clone())
+        .map_err(|e| Error::invalid(path, format!("key \"hparams\": {e}")))
+}

@@ -1,0 +1,293 @@
+//! The coordinator's records as Parquet files.
+//!
+//! Each file is written whole through [`stdx::fs::write_atomically_with`] (a hidden temporary
+//! name in its final folder, fsync, rename): a reader never sees half a file and `*.parquet`
+//! never matches one being written. Blocking I/O: async callers run it on a blocking thread.
+
+use crate::best::{Best, EpochValues};
+use crate::error::{Error, Result};
+use crate::layout::ResultsDir;
+use crate::schema;
+use crate::status::TrialStatus;
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use proto::{EpochMetrics, Hyperparams, TrialId};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One recorded epoch of one trial: a row of `epochs/*.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRecord {
+    pub trial_id: TrialId,
+    pub experiment: String,
+    pub hparams: Hyperparams,
+    pub metrics: EpochMetrics,
+    /// Name and device of the worker that trained it.
+    pub worker: String,
+    pub device: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Everything `trials.parquet` holds about one trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    pub trial_id: TrialId,
+    pub experiment: String,
+    pub hparams: Hyperparams,
+    pub status: TrialStatus,
+    /// Leases handed out so far.
+    pub attempts: u32,
+    /// Worker name and device of the latest attempt.
+    pub worker: Option<String>,
+    pub device: Option<String>,
+    /// When the latest attempt was leased.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the trial finished or failed.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The best epoch so far ([`crate::best`]).
+    pub best: Option<Best>,
+    /// Test accuracy after the final epoch.
+    pub test_acc: Option<f64>,
+    /// Epochs recorded so far.
+    pub epochs_done: u32,
+    pub last_error: Option<String>,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn timestamps() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+}
+
+/// Column builders for the hyperparameter columns of both files.
+struct HparamColumns {
+    experiment: StringBuilder,
+    arch: StringBuilder,
+    hidden: Int64Builder,
+    dropout: Float64Builder,
+    lr: Float64Builder,
+    epochs: Int64Builder,
+    batch_size: Int64Builder,
+    momentum: Float64Builder,
+    weight_decay: Float64Builder,
+    validation: Float64Builder,
+    seed: UInt64Builder,
+}
+
+impl HparamColumns {
+    fn new() -> Self {
+        HparamColumns {
+            experiment: StringBuilder::new(),
+            arch: StringBuilder::new(),
+            hidden: Int64Builder::new(),
+            dropout: Float64Builder::new(),
+            lr: Float64Builder::new(),
+            epochs: Int64Builder::new(),
+            batch_size: Int64Builder::new(),
+            momentum: Float64Builder::new(),
+            weight_decay: Float64Builder::new(),
+            validation: Float64Builder::new(),
+            seed: UInt64Builder::new(),
+        }
+    }
+
+    fn push(&mut self, experiment: &str, h: &Hyperparams) {
+        self.experiment.append_value(experiment);
+        self.arch.append_value(h.arch.as_str());
+        self.hidden.append_value(i64::from(h.hidden));
+        self.dropout.append_value(h.dropout);
+        self.lr.append_value(h.lr);
+        self.epochs.append_value(i64::from(h.epochs));
+        self.batch_size.append_value(i64::from(h.batch_size));
+        self.momentum.append_value(h.momentum);
+        self.weight_decay.append_value(h.weight_decay);
+        self.validation.append_value(h.validation);
+        self.seed.append_value(h.seed);
+    }
+
+    fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.experiment.finish()),
+            Arc::new(self.arch.finish()),
+            Arc::new(self.hidden.finish()),
+            Arc::new(self.dropout.finish()),
+            Arc::new(self.lr.finish()),
+            Arc::new(self.epochs.finish()),
+            Arc::new(self.batch_size.finish()),
+            Arc::new(self.momentum.finish()),
+            Arc::new(self.weight_decay.finish()),
+            Arc::new(self.validation.finish()),
+            Arc::new(self.seed.finish()),
+        ]
+    }
+}
+
+/// The `trials.parquet` batch for `records`.
+pub fn trials_batch(
+    records: &[TrialRecord],
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let mut trial_id = StringBuilder::new();
+    let mut hp = HparamColumns::new();
+    let mut status = StringBuilder::new();
+    let mut attempts = Int64Builder::new();
+    let mut worker = StringBuilder::new();
+    let mut device = StringBuilder::new();
+    let mut started_at = timestamps();
+    let mut finished_at = timestamps();
+    let mut epochs_done = Int64Builder::new();
+    let mut best_epoch = Int64Builder::new();
+    let mut best_value = Float64Builder::new();
+    let mut best_by = StringBuilder::new();
+    let mut test_acc = Float64Builder::new();
+    let mut error = StringBuilder::new();
+    for r in records {
+        trial_id.append_value(r.trial_id.as_str());
+        hp.push(&r.experiment, &r.hparams);
+        status.append_value(r.status.as_str());
+        attempts.append_value(i64::from(r.attempts));
+        worker.append_option(r.worker.as_deref());
+        device.append_option(r.device.as_deref());
+        started_at.append_option(r.started_at.map(micros));
+        finished_at.append_option(r.finished_at.map(micros));
+        epochs_done.append_value(i64::from(r.epochs_done));
+        best_epoch.append_option(r.best.map(|b| i64::from(b.epoch)));
+        best_value.append_option(r.best.map(|b| b.value));
+        best_by.append_option(r.best.map(|b| b.metric.as_str()));
+        test_acc.append_option(r.test_acc.filter(|v| !v.is_nan()));
+        error.append_option(r.last_error.as_deref());
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish())];
+    columns.extend(hp.finish());
+    columns.extend([
+        Arc::new(status.finish()) as ArrayRef,
+        Arc::new(attempts.finish()),
+        Arc::new(worker.finish()),
+        Arc::new(device.finish()),
+        Arc::new(started_at.finish()),
+        Arc::new(finished_at.finish()),
+        Arc::new(epochs_done.finish()),
+        Arc::new(best_epoch.finish()),
+        Arc::new(best_value.finish()),
+        Arc::new(best_by.finish()),
+        Arc::new(test_acc.finish()),
+        Arc::new(error.finish()),
+    ]);
+    RecordBatch::try_new(schema::trials(), columns)
+}
+
+/// The `epochs/*.parquet` batch for `records`.
+pub fn epochs_batch(
+    records: &[EpochRecord],
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let mut trial_id = StringBuilder::new();
+    let mut epoch = Int64Builder::new();
+    let mut metrics: Vec<Float64Builder> = schema::METRICS
+        .iter()
+        .map(|_| Float64Builder::new())
+        .collect();
+    let mut seconds = Float64Builder::new();
+    let mut worker = StringBuilder::new();
+    let mut device = StringBuilder::new();
+    let mut recorded_at = timestamps();
+    let mut hp = HparamColumns::new();
+    for r in records {
+        trial_id.append_value(r.trial_id.as_str());
+        epoch.append_value(i64::from(r.metrics.epoch));
+        // NaN (no validation split) becomes NULL.
+        for (column, m) in metrics.iter_mut().zip(schema::METRICS) {
+            column.append_option(r.metrics.get(m));
+        }
+        seconds.append_value(r.metrics.seconds);
+        worker.append_value(&r.worker);
+        device.append_value(&r.device);
+        recorded_at.append_value(micros(r.recorded_at));
+        hp.push(&r.experiment, &r.hparams);
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish()), Arc::new(epoch.finish())];
+    columns.extend(metrics.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
+    columns.extend([
+        Arc::new(seconds.finish()) as ArrayRef,
+        Arc::new(worker.finish()),
+        Arc::new(device.finish()),
+        Arc::new(recorded_at.finish()),
+    ]);
+    columns.extend(hp.finish());
+    RecordBatch::try_new(schema::epochs(), columns)
+}
+
+/// Writes `batch` as a zstd-compressed Parquet file at `dest`, atomically.
+pub fn write_batch(dest: &Path, batch: &RecordBatch) -> Result<()> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let encode = |file: &mut std::fs::File| -> std::result::Result<(), Failed> {
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+        writer.write(batch)?;
+        writer.close()?;
+        Ok(())
+    };
+    stdx::fs::write_atomically_with(dest, encode).map_err(|e| match e {
+        Failed::Io(source) => Error::Io {
+            action: "writing",
+            path: dest.to_path_buf(),
+            source,
+        },
+        Failed::Parquet(source) => Error::Parquet {
+            path: dest.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// How writing one file failed, before the path is attached.
+enum Failed {
+    Io(std::io::Error),
+    Parquet(parquet::errors::ParquetError),
+}
+
+impl From<std::io::Error> for Failed {
+    fn from(e: std::io::Error) -> Self {
+        Failed::Io(e)
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Failed {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Failed::Parquet(e)
+    }
+}
+
+/// Rewrites `trials.parquet` of `dir` from `records`.
+pub fn write_trials(dir: &ResultsDir, records: &[TrialRecord]) -> Result<PathBuf> {
+    let path = dir.trials();
+    let batch = trials_batch(records).map_err(|source| Error::Arrow {
+        path: path.clone(),
+        source,
+    })?;
+    write_batch(&path, &batch)?;
+    Ok(path)
+}
+
+/// Writes `records` to the epochs part file of sequence numbers `first..=last`.
+pub fn write_epoch_part(
+    dir: &ResultsDir,
+    first: u64,
+    last: u64,
+    records: &[EpochRecord],
+) -> Result<PathBuf> {
+    let path = dir.epoch_part(first, last);
+    let batch = epochs_batch(records).map_err(|source| Error::Arrow {
+        path: path.clone(),
+        source,
+    })?;
+    write_batch(&path, &batch)?;
+    Ok(path)
+}
