@@ -116,7 +116,7 @@ pub struct RunArgs {
     pub worker_arg: Vec<String>,
     /// Data options handed to local workers.
     #[command(flatten)]
-    pub data: WorkerData,
+    pub data: dataset::cli::DataArgs,
 }
 
 /// Who may call the coordinator (see `coordinator::security`).
@@ -150,20 +150,6 @@ impl SecurityArgs {
             tls_client_ca: self.tls_client_ca.clone(),
         }
     }
-}
-
-/// Options passed through to local workers (tests and smoke runs use the subsets).
-#[derive(Debug, Clone, Args)]
-pub struct WorkerData {
-    /// Folder with the Fashion-MNIST IDX files, for local workers.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Local workers train on the first N training images only.
-    #[arg(long, value_name = "N")]
-    pub train_limit: Option<usize>,
-    /// Local workers evaluate on the first N test images only.
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -33,6 +33,7 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+pub use crate::trial::TrialSpec;
 pub use source::LineCol;
 
 /// The prefix of the environment variables that override a sweep file.
@@ -72,16 +73,6 @@ impl Sweep {
             .map(|t| u64::from(t.hparams.epochs))
             .sum()
     }
-}
-
-/// One trial of a sweep.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrialSpec {
-    /// `hparams.trial_id()`.
-    pub id: TrialId,
-    /// The name of the experiment that first produced this configuration.
-    pub experiment: String,
-    pub hparams: Hyperparams,
 }
 
 /// Where a bad setting came from.
@@ -225,124 +216,6 @@ pub fn is_safe_name(name: &str) -> bool {
     matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
         && name.len() <= 64
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The trial table `coordinator check` prints, then a summary line
-/// `N trials, M epochs, K duplicates dropped`.
-pub fn render_table(sweep: &Sweep) -> String {
-    const HEADERS: [&str; 12] = [
-        "id",
-        "experiment",
-        "arch",
-        "hidden",
-        "dropout",
-        "lr",
-        "epochs",
-        "batch",
-        "momentum",
-        "wd",
-        "val",
-        "seed",
-    ];
-    // Text columns are left-aligned, numbers right-aligned.
-    const LEFT: usize = 3;
-    let mut cells: Vec<String> = Vec::with_capacity((sweep.trials.len() + 1) * HEADERS.len());
-    cells.extend(HEADERS.iter().map(|h| h.to_string()));
-    for t in &sweep.trials {
-        let h = &t.hparams;
-        cells.extend([
-            t.id.to_string(),
-            t.experiment.clone(),
-            h.arch.to_string(),
-            h.hidden.to_string(),
-            number(h.dropout),
-            number(h.lr),
-            h.epochs.to_string(),
-            h.batch_size.to_string(),
-            number(h.momentum),
-            number(h.weight_decay),
-            number(h.validation),
-            h.seed.to_string(),
-        ]);
-    }
-    let mut widths = [0usize; HEADERS.len()];
-    for row in cells.chunks(HEADERS.len()) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::with_capacity(cells.len() * 8 + 64);
-    let mut line = String::new();
-    for row in cells.chunks(HEADERS.len()) {
-        line.clear();
-        for (i, (cell, &w)) in row.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let _ = if i < LEFT {
-                write!(line, "{cell:<w$}")
-            } else {
-                write!(line, "{cell:>w$}")
-            };
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    let n = sweep.trials.len();
-    let e = sweep.total_epochs();
-    let d = sweep.duplicates_dropped;
-    let _ = writeln!(
-        out,
-        "{n} {}, {e} {}, {d} {} dropped",
-        plural(n as u64, "trial", "trials"),
-        plural(e, "epoch", "epochs"),
-        plural(d as u64, "duplicate", "duplicates"),
-    );
-    out
-}
-
-/// The text of a sweep file that expands to exactly `trials` distinct trials (at least 1)
-/// over several axes, for benchmarking `coordinator check`: 1,000 trials per seed of an
-/// `lr × hidden × dropout × seed` grid, plus a seed axis for the remainder.
-pub fn synthetic_toml(name: &str, trials: usize) -> String {
-    let trials = trials.max(1);
-    let (grids, rest) = (trials / 1000, trials % 1000);
-    let list = |values: Vec<String>| format!("[{}]", values.join(", "));
-    let mut out = format!("name = {name:?}\nseed = 1\n\n[defaults]\nepochs = 1\n");
-    if grids > 0 {
-        let _ = write!(
-            out,
-            "\n[[experiment]]\nname = \"grid\"\narch = \"ffv3\"\nlr = {}\nhidden = {}\ndropout = {}\nseed = {}\n",
-            list((1..=10).map(|k| number(f64::from(k) / 100.0)).collect()),
-            list((1..=10).map(|k| (8 * k).to_string()).collect()),
-            list((0..10).map(|k| number(f64::from(k) / 20.0)).collect()),
-            list((0..grids).map(|s| s.to_string()).collect()),
-        );
-    }
-    if rest > 0 {
-        let _ = write!(
-            out,
-            "\n[[experiment]]\nname = \"rest\"\narch = \"ffv1\"\nseed = {}\n",
-            list((0..rest).map(|s| s.to_string()).collect()),
-        );
-    }
-    out
-}
-
-fn number(x: f64) -> String {
-    if x == 0.0 {
-        "0".into()
-    } else {
-        x.to_string()
-    }
-}
-
-fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 {
-        one
-    } else {
-        many
-    }
 }
 
 /// The file, environment and flags merged by figment, before any value is checked.

@@ -37,9 +37,7 @@
 // so that they keep compiling, even where they name every field today.
 #![allow(clippy::needless_update)]
 
-mod common;
-
-use common::{hp, Sandbox};
+use crate::common::{hp, Sandbox};
 use coordinator::security::{ServerSecurity, Token};
 use coordinator::service;
 use http_body_util::{BodyExt, Full};
@@ -543,10 +541,7 @@ async fn a_message_past_the_size_limit_is_out_of_range() {
     let mut long = fail(&w, &l.trial_id, l.attempt);
     long.reason = "y".repeat(MAX_MESSAGE - 1024);
     c.fail(long).await.unwrap();
-    let kept = sb.shared.records()[0]
-        .last_error
-        .clone()
-        .unwrap_or_default();
+    let kept = sb.state.records()[0].last_error.clone().unwrap_or_default();
     assert!(
         kept.len() <= 8192,
         "a failure reason of {} bytes was kept",
@@ -643,7 +638,7 @@ async fn calls_out_of_order_are_failed_precondition() {
         code(c.fail(fail(&w, &id, 1)).await),
         Code::FailedPrecondition
     );
-    let p = sb.shared.progress();
+    let p = sb.state.progress();
     assert_eq!((p.finished, p.failed), (1, 0));
     assert_alive(&sb).await;
     sb.stop().await;
@@ -779,7 +774,7 @@ async fn metrics_must_be_finite_and_in_range() {
         }
     }
     // Nothing was recorded by the refused reports.
-    assert_eq!(sb.shared.records()[0].epochs_done, 0);
+    assert_eq!(sb.state.records()[0].epochs_done, 0);
 
     // The edges that are valid: a trial without a validation split reports NaN for both
     // validation metrics; accuracies of exactly 0 and 1; huge finite losses; -0.

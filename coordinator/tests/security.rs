@@ -1,9 +1,7 @@
 //! Who may talk to the coordinator: a real server on 127.0.0.1:0 with a token, TLS and client
 //! certificates (generated here with rcgen), and clients that have them or not.
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 use coordinator::security::{self, SecurityOptions, ServerSecurity, Token};
 use proto::pb;
 use proto::pb::coordinator_client::CoordinatorClient;

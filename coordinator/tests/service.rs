@@ -1,10 +1,8 @@
 //! The gRPC service end to end: a coordinator on 127.0.0.1:0 and simulated workers that speak
 //! `sweep.v1` through the generated client.
 
-mod common;
-
+use crate::common::{hp, Sandbox};
 use arrow::array::{Array, Int64Array, StringArray};
-use common::{hp, Sandbox};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::pb::{self, lease_response::Outcome};
@@ -98,7 +96,7 @@ async fn a_worker_runs_the_sweep_and_results_reach_parquet() {
     let h = hp(3, 1);
     let sb = Sandbox::start(std::slice::from_ref(&h), |_| {}).await;
     let mut c = sb.client().await;
-    let mut progress = sb.shared.subscribe();
+    let mut progress = sb.state.subscribe();
     let w1 = register(&mut c, "one").await;
     let w2 = register(&mut c, "two").await;
     assert_ne!(w1, w2);
@@ -147,15 +145,15 @@ async fn a_worker_runs_the_sweep_and_results_reach_parquet() {
     assert!(matches!(lease(&mut c, &w2).await, Outcome::Done(_)));
     assert!(matches!(lease(&mut c, &w1).await, Outcome::Done(_)));
     let done = tokio::time::timeout(Duration::from_secs(5), async {
-        while !sb.shared.is_done() {
+        while !sb.state.is_done() {
             progress.changed().await.unwrap();
         }
     })
     .await;
     assert!(done.is_ok(), "progress never reported the sweep done");
-    assert_eq!(sb.shared.progress().finished, 1);
+    assert_eq!(sb.state.progress().finished, 1);
 
-    sb.shared.finish_results().await.unwrap();
+    sb.state.finish_results().await.unwrap();
     let batches = read_parquet(&epoch_files(&sb.results()));
     let mut keys = HashSet::new();
     for b in &batches {
@@ -409,13 +407,13 @@ async fn an_expired_lease_is_released_again_and_the_old_attempt_is_stale() {
     })
     .await
     .unwrap();
-    sb.shared.finish_results().await.unwrap();
+    sb.state.finish_results().await.unwrap();
     let rows: usize = read_parquet(&epoch_files(&sb.results()))
         .iter()
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, 2);
-    let rec = &sb.shared.records()[0];
+    let rec = &sb.state.records()[0];
     assert_eq!((rec.attempts, rec.worker.as_deref()), (2, Some("alive")));
     sb.stop().await;
 }
@@ -440,9 +438,9 @@ async fn failures_end_the_sweep() {
         .unwrap();
     }
     assert!(matches!(lease(&mut c, &w).await, Outcome::Done(_)));
-    let p = sb.shared.progress();
+    let p = sb.state.progress();
     assert_eq!((p.failed, p.is_done()), (1, true));
-    sb.shared.finish_results().await.unwrap();
+    sb.state.finish_results().await.unwrap();
     let trials = read_parquet(&[sb.results().join("trials.parquet")]);
     let err = trials[0].column_by_name("error").unwrap();
     let err = err.as_any().downcast_ref::<StringArray>().unwrap();

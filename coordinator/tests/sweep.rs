@@ -1,10 +1,11 @@
 //! Sweep files: the shipped sweeps, the lab4 golden table, every error a user can make (with
 //! its line), ids, duplicates, overrides and the cost of a 100,000-trial expansion.
 
+use coordinator::commands::check::render_table;
 use coordinator::sweep::{
-    self, load_str, load_with_env, render_table, synthetic_toml, Origin, Overrides, Sweep,
-    SweepError, MAX_TRIALS,
+    self, load_str, load_with_env, Origin, Overrides, Sweep, SweepError, MAX_TRIALS,
 };
+use coordinator::synthetic::synthetic_toml;
 use proto::{Arch, Hyperparams};
 use std::path::{Path, PathBuf};
 

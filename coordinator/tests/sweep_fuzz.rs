@@ -13,15 +13,15 @@
 //!   variables, in any order, most of which are valid TOML and many of which are valid sweeps.
 //!
 //! Budget: the case counts below keep this file to a few seconds in a debug build on two
-//! cores. `PROPTEST_CASES=100000 cargo test -p coordinator --test sweep_fuzz` runs longer
+//! cores. `PROPTEST_CASES=100000 cargo test -p coordinator --test integration sweep_fuzz::` runs longer
 //! (the variable overrides every count here, as proptest applies its environment on top of
 //! an explicit config). Failures are not persisted to `proptest-regressions/` files: a random
 //! seed each run finds new inputs, proptest prints the shrunk input of a failure, and that
 //! input belongs in `tests/sweep.rs` as a named test rather than in a file nobody reads.
 
+use coordinator::commands::check::render_table;
 use coordinator::sweep::{
-    is_safe_name, load_str, load_with_env, render_table, Origin, Overrides, Sweep, SweepError,
-    MAX_TRIALS,
+    is_safe_name, load_str, load_with_env, Origin, Overrides, Sweep, SweepError, MAX_TRIALS,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{contextualize_config, Config, TestCaseError, TestRunner};

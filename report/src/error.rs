@@ -4,20 +4,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    /// Reading the results folder (its format is the `results-format` crate's).
+    #[error(transparent)]
+    Results(#[from] results_format::Error),
+    #[error("writing {}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
-    },
-    #[error("{}: reading parquet: {source}", path.display())]
-    Parquet {
-        path: PathBuf,
-        source: parquet::errors::ParquetError,
-    },
-    #[error("{}: {source}", path.display())]
-    Arrow {
-        path: PathBuf,
-        source: arrow::error::ArrowError,
     },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },

@@ -1,10 +1,10 @@
 //! The self-contained `index.html`: inline CSS, figures as base64 data URIs, no scripts, no
 //! network.
 
-use crate::load::TrialRow;
+use crate::best_trial::Scored;
 use crate::select::{RankedTrial, Ranking};
-use crate::Scored;
 use base64::Engine as _;
+use results_format::TrialRow;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -312,7 +312,7 @@ impl Page<'_> {
                 esc(&row.trial_id),
                 esc(row.experiment.as_deref().unwrap_or("—")),
                 esc(&row.label()),
-                esc(&row.status),
+                esc(row.status.as_str()),
                 t.best.map(|e| e.epoch).or(row.best_epoch).map_or("—".into(), |e| e.to_string()),
                 num(t.best.and_then(|e| e.val_acc).or(if t.best.is_none() { row.best_val_acc } else { None })),
                 num(t.best.and_then(|e| e.val_loss)),

@@ -30,21 +30,6 @@ pub enum Format {
     Json,
 }
 
-/// Where the data is and how much of it to use.
-#[derive(Debug, Clone, Args)]
-pub struct DataArgs {
-    /// Folder with the four Fashion-MNIST IDX files (.gz or raw). Default: FASHION_MNIST_DIR,
-    /// then ./data/fashion-mnist, then /usr/share/datasets/fashion-mnist.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Train on the first N training images only (tests, smoke runs).
-    #[arg(long, value_name = "N")]
-    pub train_limit: Option<usize>,
-    /// Evaluate on the first N test images only (tests, smoke runs).
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// Network: ffv0, ffv1, ffv2, ffv3 or cnn.
@@ -86,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: dataset::cli::DataArgs,
 }
 
 impl TrainArgs {
@@ -173,5 +158,5 @@ pub struct JoinArgs {
     #[arg(long, hide = true)]
     pub noop: bool,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: dataset::cli::DataArgs,
 }

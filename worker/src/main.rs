@@ -8,7 +8,7 @@ use worker::{data, device};
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    stdx::logging::init();
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Join(args) if worker::slots::is_supervisor(&args) => {
@@ -27,22 +27,6 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// Logs go to stderr (stdout carries `--format json`); `RUST_LOG` filters, `LOG_FORMAT=json`
-/// switches to JSON lines.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

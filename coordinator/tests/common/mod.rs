@@ -1,11 +1,9 @@
 //! A real coordinator service on 127.0.0.1:0 for the integration tests in this folder, with
-//! its results in a temporary directory (each test file includes this module; not every file
-//! uses every part of it).
-#![allow(dead_code)]
+//! its results in a temporary directory.
 
-use coordinator::scheduler::QueuedTrial;
 use coordinator::security::ServerSecurity;
-use coordinator::service::{self, ServiceConfig, Shared};
+use coordinator::service::{self, ServiceConfig, SweepState};
+use coordinator::trial::TrialSpec;
 use proto::pb::coordinator_client::CoordinatorClient;
 use proto::{Arch, Hyperparams};
 use std::path::PathBuf;
@@ -17,7 +15,7 @@ use tonic::transport::Channel;
 pub struct Sandbox {
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
-    pub shared: Arc<Shared>,
+    pub state: Arc<SweepState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<service::Result<()>>,
 }
@@ -44,19 +42,15 @@ impl Sandbox {
         tune(&mut config);
         let trials = trials
             .iter()
-            .map(|h| QueuedTrial {
-                id: h.trial_id(),
-                experiment: "exp".into(),
-                hparams: h.clone(),
-            })
+            .map(|h| TrialSpec::new("exp", h.clone()))
             .collect();
-        let shared = Shared::new(trials, config).unwrap();
+        let state = SweepState::open(trials, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(service::serve(
             listener,
-            Arc::clone(&shared),
+            Arc::clone(&state),
             security,
             async {
                 let _ = stopped.await;
@@ -65,7 +59,7 @@ impl Sandbox {
         Sandbox {
             addr,
             dir,
-            shared,
+            state,
             stop: Some(stop),
             server,
         }

@@ -13,26 +13,27 @@
 //! Every change of a trial is one redb write transaction: the epoch row, the trial's new state
 //! and its checkpoint commit together or not at all, whatever kills the process. Records are
 //! protobuf messages (prost derive, explicit tags) so that later versions can add fields and
-//! still read old state.
+//! still read old state (`records.rs`).
 //!
-//! [`Committer`] is the single writer: a thread that takes batches of changes from the
+//! [`Committer`] (`committer.rs`) is the single writer: a thread that takes batches of changes from the
 //! service, applies everything queued in one transaction (group commit: one fsync for many
 //! concurrent reports), answers each caller, then hands the committed epoch rows to the
 //! Parquet writer in sequence order.
 
-use crate::results::EpochRow;
-use crate::scheduler::{Best, BestBy, DurableTrial, TrialStatus};
-use chrono::{DateTime, Utc};
-use proto::{pb, EpochMetrics, Hyperparams, TrialId};
+mod committer;
+mod records;
+
+pub use committer::Committer;
+
+use crate::trial::DurableTrial;
+use proto::TrialId;
+use records::{StoredEpoch, StoredTrial};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use results_format::{EpochRecord, ResultsDir};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
-use tokio::sync::oneshot;
-use tracing::{debug, error};
+use std::sync::Arc;
 
-/// The file under the results folder.
-pub const STATE_FILE: &str = "state.redb";
 const FORMAT: &str = "hypersweep-state/1";
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
@@ -68,7 +69,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Op {
     Trial(TrialId, DurableTrial),
     /// A recorded epoch and its sequence number.
-    Epoch(u64, Box<EpochRow>),
+    Epoch(u64, Box<EpochRecord>),
     /// The checkpoint after `epoch`; replaces the trial's previous one.
     Checkpoint(TrialId, u32, Vec<u8>),
     DropCheckpoint(TrialId),
@@ -100,8 +101,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) `<dir>/state.redb` for sweep `sweep`, counts this start as a new
     /// incarnation and reads every trial's state.
-    pub fn open(dir: &Path, sweep: &str) -> Result<Opened> {
-        let path = dir.join(STATE_FILE);
+    pub fn open(dir: &ResultsDir, sweep: &str) -> Result<Opened> {
+        let path = dir.state();
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.clone() },
             e => db_err(&path, "opening", e),
@@ -191,7 +192,7 @@ impl Store {
         for entry in table.iter().map_err(|e| db_err(p, "reading trials", e))? {
             let (k, v) = entry.map_err(|e| db_err(p, "reading trials", e))?;
             let id = k.value().to_owned();
-            let row = <TrialRow as prost::Message>::decode(v.value()).map_err(|e| {
+            let row = <StoredTrial as prost::Message>::decode(v.value()).map_err(|e| {
                 StoreError::Corrupt {
                     path: p.clone(),
                     what: format!("trial {id}: {e}"),
@@ -217,7 +218,7 @@ impl Store {
     }
 
     /// Every epoch row with a sequence number `>= from`, in order.
-    pub fn epochs_from(&self, from: u64) -> Result<Vec<(u64, EpochRow)>> {
+    pub fn epochs_from(&self, from: u64) -> Result<Vec<(u64, EpochRecord)>> {
         let p = &self.path;
         let txn = self.db.begin_read().map_err(|e| db_err(p, "reading", e))?;
         let table = txn
@@ -230,9 +231,9 @@ impl Store {
         {
             let (k, v) = entry.map_err(|e| db_err(p, "reading epochs", e))?;
             let seq = k.value();
-            let row = <EpochRecord as prost::Message>::decode(v.value())
+            let row = <StoredEpoch as prost::Message>::decode(v.value())
                 .map_err(|e| e.to_string())
-                .and_then(EpochRecord::into_domain)
+                .and_then(StoredEpoch::into_domain)
                 .map_err(|what| StoreError::Corrupt {
                     path: p.clone(),
                     what: format!("epoch row {seq}: {what}"),
@@ -284,13 +285,13 @@ impl Store {
                     Op::Trial(id, d) => trials
                         .insert(
                             id.as_str(),
-                            prost::Message::encode_to_vec(&TrialRow::from_domain(d)).as_slice(),
+                            prost::Message::encode_to_vec(&StoredTrial::from_domain(d)).as_slice(),
                         )
                         .map(drop),
                     Op::Epoch(seq, row) => epochs
                         .insert(
                             *seq,
-                            prost::Message::encode_to_vec(&EpochRecord::from_domain(row))
+                            prost::Message::encode_to_vec(&StoredEpoch::from_domain(row))
                                 .as_slice(),
                         )
                         .map(drop),
@@ -316,239 +317,12 @@ fn db_err(path: &Path, action: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-struct Batch {
-    ops: Vec<Op>,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-/// Most changes applied in one transaction.
-const MAX_GROUP: usize = 4096;
-
-/// The single writer of the store; cheap to clone.
-#[derive(Clone)]
-pub struct Committer {
-    tx: mpsc::Sender<Batch>,
-}
-
-impl Committer {
-    /// Starts the writer thread. `committed` gets the epoch rows of every commit, in sequence
-    /// order, after the commit.
-    pub fn spawn(
-        store: Store,
-        mut committed: impl FnMut(Vec<(u64, EpochRow)>) + Send + 'static,
-    ) -> Committer {
-        let (tx, rx) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
-            .name("state-commit".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(b) => group.push(b),
-                            Err(_) => break,
-                        }
-                    }
-                    let ops: Vec<Op> = group.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
-                    let result = store.apply(&ops).map_err(|e| e.to_string());
-                    debug!(batches = group.len(), ops = ops.len(), "state committed");
-                    match &result {
-                        Ok(()) => {
-                            let rows: Vec<(u64, EpochRow)> = ops
-                                .into_iter()
-                                .filter_map(|op| match op {
-                                    Op::Epoch(seq, row) => Some((seq, *row)),
-                                    _ => None,
-                                })
-                                .collect();
-                            if !rows.is_empty() {
-                                committed(rows);
-                            }
-                        }
-                        Err(e) => error!(error = %e, "committing the sweep state failed"),
-                    }
-                    for b in group {
-                        let _ = b.done.send(result.clone());
-                    }
-                }
-            })
-            .expect("spawning the state writer thread");
-        Committer { tx }
-    }
-
-    /// Queues `ops` (applied in the order of the calls) and returns a future that resolves once
-    /// they are durable. Call it while holding the scheduler's lock so that the order of
-    /// commits is the order of the scheduler's decisions; await it after releasing the lock.
-    pub fn submit(&self, ops: Vec<Op>) -> impl std::future::Future<Output = Result<(), String>> {
-        let (done, rx) = oneshot::channel();
-        let sent = self.tx.send(Batch { ops, done }).is_ok();
-        async move {
-            if !sent {
-                return Err(StoreError::CommitterGone.to_string());
-            }
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError::CommitterGone.to_string()))
-        }
-    }
-}
-
-// --- On-disk records --------------------------------------------------------------------
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct TrialRow {
-    #[prost(string, tag = "1")]
-    status: String,
-    #[prost(uint32, tag = "2")]
-    attempts: u32,
-    #[prost(uint32, tag = "3")]
-    failures: u32,
-    #[prost(uint32, tag = "4")]
-    recorded: u32,
-    #[prost(uint32, optional, tag = "5")]
-    best_epoch: Option<u32>,
-    #[prost(double, tag = "6")]
-    best_acc: f64,
-    #[prost(double, tag = "7")]
-    best_loss: f64,
-    #[prost(string, tag = "8")]
-    best_by: String,
-    #[prost(double, optional, tag = "9")]
-    final_test_acc: Option<f64>,
-    #[prost(string, optional, tag = "10")]
-    worker_name: Option<String>,
-    #[prost(string, optional, tag = "11")]
-    device: Option<String>,
-    #[prost(int64, optional, tag = "12")]
-    started_at_us: Option<i64>,
-    #[prost(int64, optional, tag = "13")]
-    finished_at_us: Option<i64>,
-    #[prost(string, optional, tag = "14")]
-    last_error: Option<String>,
-}
-
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> std::result::Result<DateTime<Utc>, String> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| format!("timestamp {us} out of range"))
-}
-
-impl TrialRow {
-    fn from_domain(d: &DurableTrial) -> Self {
-        TrialRow {
-            status: d.status.as_str().to_owned(),
-            attempts: d.attempts,
-            failures: d.failures,
-            recorded: d.recorded,
-            best_epoch: d.best.map(|b| b.epoch),
-            best_acc: d.best.map_or(0.0, |b| b.acc),
-            best_loss: d.best.map_or(0.0, |b| b.loss),
-            best_by: d.best.map_or("", |b| b.by.as_str()).to_owned(),
-            final_test_acc: d.final_test_acc,
-            worker_name: d.worker_name.clone(),
-            device: d.device.clone(),
-            started_at_us: d.started_at.map(micros),
-            finished_at_us: d.finished_at.map(micros),
-            last_error: d.last_error.clone(),
-        }
-    }
-
-    fn into_domain(self) -> std::result::Result<DurableTrial, String> {
-        let status = match self.status.as_str() {
-            "queued" => TrialStatus::Queued,
-            "running" => TrialStatus::Running,
-            "finished" => TrialStatus::Finished,
-            "failed" => TrialStatus::Failed,
-            s => return Err(format!("unknown status {s:?}")),
-        };
-        let best = match self.best_epoch {
-            None => None,
-            Some(epoch) => Some(Best {
-                epoch,
-                acc: self.best_acc,
-                loss: self.best_loss,
-                by: match self.best_by.as_str() {
-                    "val_acc" => BestBy::ValAcc,
-                    "test_acc" => BestBy::TestAcc,
-                    s => return Err(format!("unknown best_by {s:?}")),
-                },
-            }),
-        };
-        Ok(DurableTrial {
-            status,
-            attempts: self.attempts,
-            failures: self.failures,
-            recorded: self.recorded,
-            best,
-            final_test_acc: self.final_test_acc,
-            worker_name: self.worker_name,
-            device: self.device,
-            started_at: self.started_at_us.map(from_micros).transpose()?,
-            finished_at: self.finished_at_us.map(from_micros).transpose()?,
-            last_error: self.last_error,
-        })
-    }
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EpochRecord {
-    #[prost(string, tag = "1")]
-    trial_id: String,
-    #[prost(string, tag = "2")]
-    experiment: String,
-    #[prost(message, optional, tag = "3")]
-    hparams: Option<pb::Hyperparams>,
-    #[prost(message, optional, tag = "4")]
-    metrics: Option<pb::EpochMetrics>,
-    #[prost(string, tag = "5")]
-    worker: String,
-    #[prost(string, tag = "6")]
-    device: String,
-    #[prost(int64, tag = "7")]
-    recorded_at_us: i64,
-}
-
-impl EpochRecord {
-    fn from_domain(r: &EpochRow) -> Self {
-        EpochRecord {
-            trial_id: r.trial_id.0.clone(),
-            experiment: r.experiment.clone(),
-            hparams: Some(pb::Hyperparams::from(&r.hparams)),
-            metrics: Some(pb::EpochMetrics::from(&r.metrics)),
-            worker: r.worker.clone(),
-            device: r.device.clone(),
-            recorded_at_us: micros(r.recorded_at),
-        }
-    }
-
-    fn into_domain(self) -> std::result::Result<EpochRow, String> {
-        let hparams = self
-            .hparams
-            .ok_or("missing hyperparameters")
-            .map_err(str::to_owned)
-            .and_then(|h| Hyperparams::try_from(h).map_err(|e| e.to_string()))?;
-        let metrics = self
-            .metrics
-            .ok_or("missing metrics")
-            .map_err(str::to_owned)
-            .and_then(|m| EpochMetrics::try_from(m).map_err(|e| e.to_string()))?;
-        Ok(EpochRow {
-            trial_id: TrialId(self.trial_id),
-            experiment: self.experiment,
-            hparams,
-            metrics,
-            worker: self.worker,
-            device: self.device,
-            recorded_at: from_micros(self.recorded_at_us)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::Arch;
+    use chrono::DateTime;
+    use proto::{Arch, EpochMetrics, Hyperparams};
+    use results_format::{Best, Metric, TrialStatus};
 
     fn hp() -> Hyperparams {
         Hyperparams {
@@ -565,9 +339,9 @@ mod tests {
         }
     }
 
-    fn row(epoch: u32) -> EpochRow {
+    fn row(epoch: u32) -> EpochRecord {
         let h = hp();
-        EpochRow {
+        EpochRecord {
             trial_id: h.trial_id(),
             experiment: "e".into(),
             hparams: h,
@@ -598,9 +372,9 @@ mod tests {
             recorded: 1,
             best: Some(Best {
                 epoch: 1,
-                acc: 0.7,
-                loss: 0.6,
-                by: BestBy::TestAcc,
+                value: 0.7,
+                tie: Some(0.6),
+                metric: Metric::TestAcc,
             }),
             final_test_acc: None,
             worker_name: Some("local-1".into()),
@@ -610,7 +384,7 @@ mod tests {
             last_error: Some("lease expired".into()),
         };
         {
-            let o = Store::open(dir.path(), "lab").unwrap();
+            let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
             assert_eq!(o.incarnation, 1);
             assert!(o.trials.is_empty());
             assert_eq!(o.next_seq, 0);
@@ -622,7 +396,7 @@ mod tests {
                 ])
                 .unwrap();
         }
-        let o = Store::open(dir.path(), "lab").unwrap();
+        let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
         assert_eq!(o.incarnation, 2);
         assert_eq!(o.trials.get(&id), Some(&d));
         assert_eq!(o.next_seq, 1);
@@ -640,14 +414,18 @@ mod tests {
     #[test]
     fn refuses_another_sweep_and_a_second_coordinator() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Store::open(dir.path(), "lab").unwrap();
-        let locked = Store::open(dir.path(), "lab").err().expect("locked");
+        let first = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
+        let locked = Store::open(&ResultsDir::new(dir.path()), "lab")
+            .err()
+            .expect("locked");
         assert!(
             locked.to_string().contains("another coordinator"),
             "{locked}"
         );
         drop(first);
-        let other = Store::open(dir.path(), "grid").err().expect("other sweep");
+        let other = Store::open(&ResultsDir::new(dir.path()), "grid")
+            .err()
+            .expect("other sweep");
         let msg = other.to_string();
         assert!(msg.contains("\"lab\"") && msg.contains("--fresh"), "{msg}");
     }
@@ -655,7 +433,7 @@ mod tests {
     #[tokio::test]
     async fn committer_groups_and_forwards_rows_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let o = Store::open(dir.path(), "lab").unwrap();
+        let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let c = Committer::spawn(o.store.clone(), move |rows| {
             for (seq, _) in rows {

@@ -1,0 +1,319 @@
+//! `coordinator run SWEEP`: the sweep from file to results.
+//!
+//! It validates the whole sweep file and the security flags first (nothing is written or
+//! started on bad input), prepares the results folder (resume, or `--fresh`), opens the
+//! sweep's state, serves gRPC (loopback on a free port unless `--listen`), starts and watches
+//! the local workers, follows the progress until every trial is finished or failed, flushes
+//! the Parquet results, and writes the report.
+
+use crate::cli::RunArgs;
+use crate::local_workers::{LocalWorkerSecurity, LocalWorkers, Stuck};
+use crate::progress::{Display, DRAW_EVERY};
+use crate::security::ServerSecurity;
+use crate::service::{self, ServiceConfig, SweepState};
+use crate::sweep::{self, Sweep};
+use anyhow::{bail, Context, Result};
+use results_format::{ResultsDir, TrialStatus};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The folder a sweep's results go to.
+pub fn results_dir(args: &RunArgs, sweep: &Sweep) -> PathBuf {
+    args.results
+        .clone()
+        .unwrap_or_else(|| Path::new("results").join(&sweep.name))
+}
+
+/// How many local workers, with how many libtorch threads each.
+struct LocalPlan {
+    workers: usize,
+    threads: usize,
+}
+
+impl LocalPlan {
+    /// One worker per core, the cores divided among them, unless the flags say otherwise.
+    fn from_args(args: &RunArgs) -> Result<LocalPlan> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = args.local_workers.unwrap_or(cores);
+        if workers == 0 && args.listen.is_none() {
+            bail!("--local-workers 0 without --listen: no worker could ever join");
+        }
+        let threads = args.threads.unwrap_or((cores / workers.max(1)).max(1));
+        Ok(LocalPlan { workers, threads })
+    }
+}
+
+fn service_config(args: &RunArgs, sweep: &Sweep, dir: &ResultsDir) -> Result<ServiceConfig> {
+    if !(args.lease_timeout.is_finite() && args.lease_timeout > 0.0) {
+        bail!(
+            "--lease-timeout must be a number of seconds > 0, got {}",
+            args.lease_timeout
+        );
+    }
+    let mut config = ServiceConfig::new(sweep.name.clone(), dir.path());
+    config.lease_timeout = Duration::from_secs_f64(args.lease_timeout);
+    config.heartbeat_interval = (config.lease_timeout / 5).max(Duration::from_millis(50));
+    config.max_attempts = args.max_attempts.max(1);
+    config.retry_failed = args.retry_failed;
+    Ok(config)
+}
+
+/// `coordinator run`.
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    let sweep = sweep::load(&args.sweep, &args.overrides.to_overrides())?;
+    // Before anything is written or started: a non-loopback address needs a token, and every
+    // security file is read and checked now.
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let security = ServerSecurity::from_options(&args.security.to_options(), listen)?;
+    let plan = LocalPlan::from_args(&args)?;
+    let dir = ResultsDir::new(results_dir(&args, &sweep));
+    let config = service_config(&args, &sweep, &dir)?;
+    let local_security = LocalWorkerSecurity::new(&args, &security, plan.workers)?;
+    prepare_results(&dir, args.fresh)?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let state = SweepState::open(sweep.trials.clone(), config)?;
+    announce(&sweep, &state, &dir, addr);
+
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service::serve(
+        listener,
+        Arc::clone(&state),
+        security,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let started = Instant::now();
+    let mut workers = LocalWorkers::start(
+        &args,
+        plan.workers,
+        plan.threads,
+        addr,
+        &dir,
+        &local_security,
+        &state,
+    )?;
+    let outcome = follow(&args, &sweep, &state, &mut workers, started).await;
+    if outcome.is_ok() {
+        linger_until_told_done(&state).await;
+    }
+    state
+        .finish_results()
+        .await
+        .context("writing the final results")?;
+    let _ = stop_server.send(());
+    // Workers that are still there got `Done` or will see their stdin close.
+    workers.stop().await;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
+        Ok(Err(e)) => warn!(error = %e, "server task failed"),
+        _ => {}
+    }
+    outcome?;
+
+    let failed = summarize(&sweep, &state, &dir, started.elapsed());
+    if !args.no_report && state.progress().finished > 0 {
+        build_report(&dir).await?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Says what the folder already held (on a resume) and that the sweep starts.
+fn announce(sweep: &Sweep, state: &SweepState, dir: &ResultsDir, addr: SocketAddr) {
+    let restored = state.restored();
+    if state.incarnation() > 1 {
+        eprintln!(
+            "resuming {}: {} finished, {} failed{}, {} to continue, {} new",
+            dir.path().display(),
+            restored.finished,
+            restored.failed + restored.retried,
+            if restored.retried > 0 {
+                format!(" ({} retried)", restored.retried)
+            } else {
+                String::new()
+            },
+            restored.resumed,
+            restored.new
+        );
+    }
+    info!(
+        sweep = %sweep.name,
+        trials = sweep.trials.len(),
+        epochs = sweep.total_epochs(),
+        results = %dir.path().display(),
+        %addr,
+        "sweep starting"
+    );
+}
+
+/// Idle workers ask again every `retry_after`: keep serving until each live one was told
+/// `Done` (a remote worker would otherwise find the port closed and exit with an error after
+/// `--reconnect-timeout`), but not for long.
+async fn linger_until_told_done(state: &SweepState) {
+    let linger = Instant::now() + state.retry_after() * 3;
+    while !state.every_worker_told_done() && Instant::now() < linger {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints the outcome and every failed trial's reason; returns how many failed.
+fn summarize(sweep: &Sweep, state: &SweepState, dir: &ResultsDir, elapsed: Duration) -> usize {
+    let progress = state.progress();
+    println!(
+        "sweep {}: {} trials finished, {} failed in {:.1}s; results in {}",
+        sweep.name,
+        progress.finished,
+        progress.failed,
+        elapsed.as_secs_f64(),
+        dir.path().display()
+    );
+    for r in state
+        .records()
+        .iter()
+        .filter(|r| r.status == TrialStatus::Failed)
+    {
+        println!(
+            "  failed: {} ({}): {}",
+            r.trial_id,
+            r.hparams.label(),
+            r.last_error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    progress.failed
+}
+
+/// The report of a finished run, on a blocking thread; a report that cannot be built is a
+/// warning, not a failed run (`coordinator report` can rebuild it).
+async fn build_report(dir: &ResultsDir) -> Result<()> {
+    let path = dir.path().to_path_buf();
+    match tokio::task::spawn_blocking(move || {
+        report::generate(&path, &report::ReportOptions::default())
+    })
+    .await?
+    {
+        Ok(summary) => println!("{}", summary.text),
+        Err(e) => warn!(error = %e, "the report could not be built"),
+    }
+    Ok(())
+}
+
+/// With `fresh`, deletes an earlier run's outputs. Without it a folder with a state file is
+/// resumed (the state checks that it is the same sweep), and a folder with results but no
+/// state (written by a version without resume, or damaged) is refused: its epochs would mix
+/// with this run's.
+fn prepare_results(dir: &ResultsDir, fresh: bool) -> Result<()> {
+    let existing = dir.existing_outputs();
+    if !existing.is_empty() && !fresh {
+        if dir.state().is_file() {
+            return Ok(());
+        }
+        bail!(
+            "{} holds results ({}) but no {} to resume from; pass --fresh to delete them and \
+             start over, or --results DIR to write elsewhere",
+            dir.path().display(),
+            existing.join(", "),
+            results_format::layout::STATE_FILE
+        );
+    }
+    for o in existing {
+        let p = dir.path().join(o);
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("removing {}", p.display()))?;
+    }
+    std::fs::create_dir_all(dir.path())
+        .with_context(|| format!("creating results folder {}", dir.path().display()))
+}
+
+/// Follows the sweep until every trial is finished or failed, keeping the local workers
+/// running. Fails on Ctrl-C, and when no worker can finish the sweep: every local worker was
+/// given up and no remote one may join.
+async fn follow(
+    args: &RunArgs,
+    sweep: &Sweep,
+    state: &Arc<SweepState>,
+    workers: &mut LocalWorkers,
+    started: Instant,
+) -> Result<()> {
+    let mut rx = state.subscribe();
+    let mut display = Display::new(args.plain, sweep.total_epochs());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let interrupted = || {
+        anyhow::anyhow!(
+            "interrupted; finished epochs are in the results folder, run the same command to resume"
+        )
+    };
+    // The sweep changes on every report; a snapshot walks every trial, so it is taken (and
+    // drawn) at most every DRAW_EVERY: a sweep of many short trials is not slowed by its own
+    // display. `is_done` is cheap and checked on every change.
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        rx.borrow_and_update();
+        if !state.is_done() && last_draw.is_some_and(|t| t.elapsed() < DRAW_EVERY) {
+            tokio::select! {
+                _ = tokio::time::sleep(DRAW_EVERY) => {}
+                _ = &mut ctrl_c => {
+                    display.finish(&state.progress());
+                    return Err(interrupted());
+                }
+            }
+            continue;
+        }
+        last_draw = Some(Instant::now());
+        let progress = state.progress();
+        display.update(&progress, started);
+        if progress.is_done() {
+            display.finish(&progress);
+            return Ok(());
+        }
+        if let Err(stuck) = workers.supervise(state, args.listen.is_some()) {
+            display.finish(&progress);
+            let done = progress.finished + progress.failed;
+            return Err(match stuck {
+                Stuck::GaveUp {
+                    worker,
+                    exits,
+                    log,
+                    tail,
+                } => anyhow::anyhow!(
+                    "every local worker exited before the sweep finished ({done} of {} trials \
+                     done): local worker {worker} exited {exits} times in a row without \
+                     registering; last lines of {}:\n{tail}",
+                    progress.total,
+                    log.display()
+                ),
+                Stuck::CannotStart(e) => e.context(format!(
+                    "restarting a local worker ({done} of {} trials done)",
+                    progress.total
+                )),
+            });
+        }
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tick.tick() => {}
+            _ = &mut ctrl_c => {
+                display.finish(&progress);
+                return Err(interrupted());
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Checks of what arrives on the wire, before anything reaches the scheduler: a missing or
+//! malformed field is `INVALID_ARGUMENT` with a message naming it. (Message-level checks of
+//! hyperparameters and metrics are `proto::convert`'s `TryFrom`s; these are the fields the
+//! coordinator reads itself.)
+
+use crate::scheduler::WorkerId;
+use proto::{pb, Artifact, TrialId};
+use tonic::Status;
+
+/// Longest worker name, device or id accepted from the wire.
+pub const MAX_LABEL: usize = 256;
+/// Longest failure reason kept.
+pub const MAX_REASON: usize = 4096;
+/// Most trials one heartbeat may list.
+pub const MAX_RUNNING: usize = 4096;
+
+pub fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg)
+}
+
+/// At most `max` bytes of `s`, cut at a char boundary, for echoing wire text in messages.
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+pub fn worker_id(s: String) -> Result<WorkerId, Status> {
+    if s.is_empty() {
+        return Err(invalid("missing field worker_id"));
+    }
+    if s.len() > MAX_LABEL {
+        return Err(invalid(format!(
+            "worker_id is longer than {MAX_LABEL} bytes"
+        )));
+    }
+    Ok(WorkerId(s))
+}
+
+fn trial_id(s: String) -> Result<TrialId, Status> {
+    if s.is_empty() {
+        return Err(invalid("missing field trial_id"));
+    }
+    if !TrialId::is_well_formed(&s) {
+        return Err(invalid(format!("malformed trial id {:?}", clip(&s, 64))));
+    }
+    Ok(TrialId(s))
+}
+
+pub fn trial_attempt(t: Option<pb::TrialAttempt>) -> Result<(TrialId, u32), Status> {
+    let t = t.ok_or_else(|| invalid("missing field trial"))?;
+    let id = trial_id(t.trial_id)?;
+    if t.attempt == 0 {
+        return Err(invalid(
+            "missing field trial.attempt (attempts are 1-based)",
+        ));
+    }
+    Ok((id, t.attempt))
+}
+
+/// The name and device a worker registers with.
+pub fn labels(name: &str, device: &str) -> Result<(), Status> {
+    if name.len() > MAX_LABEL || device.len() > MAX_LABEL {
+        return Err(invalid(format!(
+            "name and device must be at most {MAX_LABEL} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A plain file name that is one of the artifacts ([`Artifact::ALL`]).
+pub fn artifact_name(name: &str) -> Result<Artifact, Status> {
+    if name.is_empty() {
+        return Err(invalid("missing field name"));
+    }
+    if name.contains(['/', '\\', '\0']) || name.contains("..") || name.starts_with('.') {
+        return Err(invalid(format!(
+            "artifact name {:?} is not a plain file name",
+            clip(name, 64)
+        )));
+    }
+    Artifact::from_file_name(name).ok_or_else(|| {
+        invalid(format!(
+            "artifact name {:?} is not one of {}",
+            clip(name, 64),
+            Artifact::ALL.map(Artifact::file_name).join(", ")
+        ))
+    })
+}

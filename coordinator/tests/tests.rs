@@ -1,0 +1,16 @@
+//! The coordinator's integration tests, gathered in one test binary (ripgrep's
+//! `tests/tests.rs` is the model): one link of tonic, arrow and parquet instead of one per
+//! file. Select a group by its module path, e.g. `cargo test -p coordinator --test
+//! integration sweep_fuzz::`.
+//!
+//! - `sweep`, `sweep_fuzz`: sweep files (the shipped ones, every error, generated ones);
+//! - `service`, `bad_input`, `security`: a real service on 127.0.0.1:0 ([`common::Sandbox`])
+//!   driven by real gRPC clients, well-behaved, hostile and unauthenticated.
+
+mod common;
+
+mod bad_input;
+mod security;
+mod service;
+mod sweep;
+mod sweep_fuzz;
