@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fault injection in one command: builds the debug binaries (the profile CI tests) and runs
 #
+# Each is a module of a crate's one integration-test binary, selected by its module path.
+#
 #   faults      tests/tests/faults.rs   workers and the coordinator kill -9ed five times each
 #                                       mid-sweep; results equal an uninterrupted run; a
 #                                       `--slots 2` worker gives the same numbers and its slot
@@ -34,8 +36,8 @@ mkdir -p "$logs"
 
 echo "::: building (debug): coordinator, worker, loadgen and the test binaries"
 cargo build --locked -p coordinator -p worker -p tests || exit 1
-cargo test --locked --no-run -p tests --test faults --test netns --test load || exit 1
-cargo test --locked --no-run -p coordinator --test sweep_fuzz || exit 1
+cargo test --locked --no-run -p tests --test integration || exit 1
+cargo test --locked --no-run -p coordinator --test integration || exit 1
 
 summary=()
 failed=0
@@ -61,10 +63,11 @@ step() { # name, then the command
     fi
 }
 
-step faults cargo test --locked -p tests --test faults
-step netns cargo test --locked -p tests --test netns -- --nocapture
-step load cargo test --locked -p tests --test load -- --nocapture
-step sweep_fuzz env PROPTEST_CASES="$fuzz_cases" cargo test --locked -p coordinator --test sweep_fuzz -- --nocapture
+step faults cargo test --locked -p tests --test integration faults::
+step netns cargo test --locked -p tests --test integration netns:: -- --nocapture
+step load cargo test --locked -p tests --test integration load:: -- --nocapture
+# PROPTEST_CASES reaches the fuzz tests only: the filter runs nothing else.
+step sweep_fuzz env PROPTEST_CASES="$fuzz_cases" cargo test --locked -p coordinator --test integration sweep_fuzz:: -- --nocapture
 
 echo
 echo "fault injection summary (debug build, $(getconf _NPROCESSORS_ONLN) cores, PROPTEST_CASES=$fuzz_cases):"

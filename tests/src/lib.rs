@@ -5,7 +5,17 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Held for the whole run of every test that trains or kills processes: on 2 cores, two
+/// training processes side by side slowed each other 16×, so such tests never overlap (the
+/// cheap ones still run in parallel). A test that panicked while holding it does not poison
+/// the others.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {

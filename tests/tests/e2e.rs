@@ -20,6 +20,7 @@ fn coordinator() -> Command {
 
 #[test]
 fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
+    let _exclusive = tests::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let out = coordinator()
@@ -213,6 +214,7 @@ fn listening_addr(coord: &mut Child) -> String {
 
 #[test]
 fn a_worker_killed_mid_trial_has_its_trial_finished_elsewhere_without_duplicates() {
+    let _exclusive = tests::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = tmp.path().join("kill.toml");
     std::fs::write(
@@ -363,6 +365,7 @@ fn processes_with(needle: &str) -> Vec<u32> {
 
 #[test]
 fn local_workers_do_not_outlive_a_killed_coordinator() {
+    let _exclusive = tests::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = tmp.path().join("long.toml");
     std::fs::write(&sweep, "name = \"long\"\n[[experiment]]\nname = \"l\"\narch = \"cnn\"\nhidden = 8\nepochs = 50\nlr = [0.1, 0.05]\n").unwrap();

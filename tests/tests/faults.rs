@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tests::{assert_ok, bin, command_lines, free_port, sql, Lines};
 
@@ -42,9 +42,6 @@ epochs = 5
 "#;
 const TRIALS: usize = 2;
 const EPOCHS: usize = 13;
-
-/// Training in these tests must not share the 2 cores with another of them.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn write_sweep(dir: &Path) -> PathBuf {
     let p = dir.join("faults.toml");
@@ -190,7 +187,7 @@ fn coordinator_for_remote_workers(
 
 #[test]
 fn workers_killed_five_times_mid_trial_lose_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     reference();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
@@ -242,7 +239,7 @@ fn workers_killed_five_times_mid_trial_lose_nothing() {
 
 #[test]
 fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     reference();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
@@ -319,7 +316,7 @@ fn the_coordinator_killed_five_times_resumes_and_loses_nothing() {
 /// with SIGKILL, stops both.
 #[test]
 fn two_slots_are_two_processes_with_the_reference_numbers() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     reference();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");

@@ -57,6 +57,7 @@ fn has_parts(results: &Path) -> bool {
 
 #[test]
 fn two_hundred_workers_lose_no_acknowledged_report_even_to_a_kill_9() {
+    let _exclusive = tests::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = write_sweep(tmp.path());
     let results = tmp.path().join("results");

@@ -279,6 +279,7 @@ const MLP_EPOCHS: usize = 3;
 
 #[test]
 fn a_worker_cut_off_the_network_mid_trial_loses_it_to_another_host_without_duplicates() {
+    let _exclusive = tests::exclusive();
     if let Err(why) = netns_available() {
         if std::env::var("HYPERSWEEP_SKIP_NETNS").is_ok_and(|v| v == "1") {
             eprintln!(

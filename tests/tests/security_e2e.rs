@@ -145,6 +145,7 @@ fn a_non_loopback_listen_without_a_token_refuses_to_start_and_says_what_to_do() 
 
 #[test]
 fn remote_workers_need_the_token_and_tls_and_a_wrong_one_stops_at_once() {
+    let _exclusive = tests::exclusive();
     let f = files();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = tmp.path().join("one.toml");
@@ -268,6 +269,7 @@ fn remote_workers_need_the_token_and_tls_and_a_wrong_one_stops_at_once() {
 
 #[test]
 fn a_sweep_with_token_and_tls_finishes_with_a_local_worker_and_the_token_is_in_no_command_line() {
+    let _exclusive = tests::exclusive();
     let f = files();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");

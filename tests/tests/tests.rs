@@ -1,0 +1,18 @@
+//! The end-to-end tests, gathered in one test binary (ripgrep's `tests/tests.rs` is the
+//! model): one link instead of one per file. Select a group by its module path, e.g.
+//! `cargo test -p tests --test integration faults::`.
+//!
+//! Tests that train or kill processes hold [`tests::exclusive`] for their whole run, so that
+//! no two of them share the 2 cores of a CI machine (side by side, training ran 16× slower).
+//!
+//! - `e2e`: `coordinator run` with local workers, remote workers, bad input, the lab4 table;
+//! - `faults`: workers and the coordinator `kill -9`ed mid-sweep; `--slots`;
+//! - `netns`: a worker's link cut in network namespaces (root);
+//! - `load`: 200 simulated workers and a `kill -9`;
+//! - `security_e2e`: token and TLS through the binaries.
+
+mod e2e;
+mod faults;
+mod load;
+mod netns;
+mod security_e2e;
