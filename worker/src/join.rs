@@ -60,7 +60,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // which comes here as slot `i` of N.
     let slot = crate::slots::this_slot(&args)?;
     if slot.is_none() && args.slots > 1 {
-        return Err(Error::InvalidArgument(
+        return Err(Error::Slot(
             "--slots N runs N processes: call slots::supervise, not join::run".into(),
         ));
     }
@@ -111,7 +111,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         .register(registration.clone())
         .await
         // A wrong or missing token never gets better: stop with what to check.
-        .map_err(|s| conn.register_error(s, args.token_file.is_some()))?
+        .map_err(|s| conn.register_error(s))?
         .into_inner();
     info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), threads, sweep = %reg.sweep_name, "registered");
 
