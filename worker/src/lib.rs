@@ -4,12 +4,14 @@
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
 //! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
 //! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`];
-//! [`join`] is the gRPC client loop that leases trials from a coordinator and streams their
-//! epochs and artifacts back, one trial at a time; [`slots`] runs `--slots N` as N such
+//! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
+//! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
+//! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`.
 
 pub mod checkpoint;
 pub mod cli;
+pub mod client;
 pub mod connect;
 pub mod data;
 pub mod device;
