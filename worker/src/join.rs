@@ -363,7 +363,9 @@ enum Ending {
     Abandoned(String),
 }
 
-/// How the training thread ended, as the call to make.
+/// How the training thread ended, as the call to make. A panic is a failure like any other,
+/// reported at once (retryable: it may be this machine's), so that the trial does not wait
+/// out its lease.
 fn ending(joined: std::thread::Result<Result<()>>) -> Ending {
     let failed = |e: Error| Ending::Fail {
         reason: e.to_string(),
@@ -373,7 +375,18 @@ fn ending(joined: std::thread::Result<Result<()>>) -> Ending {
         Ok(Ok(())) => Ending::Finish,
         Ok(Err(Error::Abandoned(why))) => Ending::Abandoned(why),
         Ok(Err(e)) => failed(e),
-        Err(_) => Ending::Abandoned("training thread panicked".into()),
+        Err(panic) => failed(Error::Panicked(panic_message(panic.as_ref()))),
+    }
+}
+
+/// A panic's message: the `&str` or `String` it was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
     }
 }
 
@@ -463,6 +476,32 @@ mod tests {
         body: impl FnOnce() -> Result<()> + Send + 'static,
     ) -> std::thread::Result<Result<()>> {
         std::thread::spawn(body).join()
+    }
+
+    #[test]
+    fn a_panicking_training_thread_fails_its_trial_at_once() {
+        let e = ending(joined(|| {
+            panic!("index 7 is out of bounds for dimension 0")
+        }));
+        assert_eq!(
+            e,
+            Ending::Fail {
+                reason: "training panicked: index 7 is out of bounds for dimension 0".into(),
+                retryable: true,
+            }
+        );
+        // A formatted panic carries a `String`.
+        let layer = 3;
+        let e = ending(joined(move || panic!("layer {layer} got a wrong shape")));
+        assert!(
+            matches!(&e, Ending::Fail { reason, retryable: true } if reason.ends_with("layer 3 got a wrong shape")),
+            "{e:?}"
+        );
+        let e = ending(joined(|| std::panic::panic_any(42)));
+        assert!(
+            matches!(&e, Ending::Fail { reason, retryable: true } if reason.contains("without a message")),
+            "{e:?}"
+        );
     }
 
     #[test]

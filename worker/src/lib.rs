@@ -59,6 +59,10 @@ pub enum Error {
     Checkpoint(String),
     #[error("trial abandoned: {0}")]
     Abandoned(String),
+    /// The training thread panicked (a libtorch error that tch turns into a panic, a bug):
+    /// the message is the panic's.
+    #[error("training panicked: {0}")]
+    Panicked(String),
     #[error("coordinator: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("cannot reach the coordinator: {0}")]
@@ -78,7 +82,7 @@ impl Error {
     /// bad on every worker, so another attempt with it fails the same way: whoever restores
     /// should drop the checkpoint and train the trial from scratch rather than fail it.
     /// A refused token or a TLS set-up that cannot work fails the same way on every try; a
-    /// dead slot process may be this machine's.
+    /// panic or a dead slot process may be this machine's.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
@@ -113,6 +117,7 @@ mod tests {
         }
         for e in [
             Error::Slot("1 of 2 slot processes failed".into()),
+            Error::Panicked("index 7 is out of bounds".into()),
             Error::io(Path::new("/tmp/x"), std::io::Error::other("disk full")),
         ] {
             assert!(e.is_retryable(), "{e:?}");
