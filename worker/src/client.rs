@@ -4,8 +4,10 @@
 //! call needs besides its request: the worker id (and registering again when a restarted
 //! coordinator no longer knows it), retrying transient failures within the reconnect budget,
 //! and what a failed call means ([`classify`]). Calls about a leased trial answer
-//! [`Answer::Ok`] or [`Answer::LeaseLost`]; an `Err` is fatal to the process (the coordinator
-//! stayed unreachable past the budget, or refused the call for a reason retrying cannot fix).
+//! [`Answer::Ok`] or [`Answer::LeaseLost`]; an `Err` is a failure retrying could not fix (the
+//! coordinator stayed unreachable past the budget, or refused the call for another reason),
+//! and what it ends is the caller's choice: `worker join` abandons a trial whose report was
+//! refused and stops on any other.
 //!
 //! Leases are per trial attempt ([`Attempt`]), each with its own lost flag: the heartbeat
 //! reports every attempt the process [`Coordinator::hold`]s and raises the flag of any the
@@ -106,8 +108,8 @@ pub struct Leased {
 /// How a call about a leased trial ended, once transient failures were retried away.
 #[derive(Debug)]
 #[must_use]
-pub enum Answer<T> {
-    Ok(T),
+pub enum Answer {
+    Ok,
     /// The coordinator no longer holds this attempt for this worker: it took the trial back
     /// (FAILED_PRECONDITION), or it restarted and forgot this worker (NOT_FOUND). The
     /// attempt's lost flag is raised; the trial resumes elsewhere from its last checkpoint.
@@ -239,12 +241,14 @@ impl Coordinator {
                     }
                 }
             }
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                if let Err(e) = self.reregister(&worker_id).await {
-                    warn!(error = %e, "registering again failed");
+            Err(s) => match Error::Rpc(s) {
+                e if classify(&e) == Failure::UnknownWorker => {
+                    if let Err(e) = self.reregister(&worker_id).await {
+                        warn!(error = %e, "registering again failed");
+                    }
                 }
-            }
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+                e => warn!(error = %e, "heartbeat failed"),
+            },
         }
     }
 
@@ -258,7 +262,7 @@ impl Coordinator {
         a: &Attempt,
         metrics: &EpochMetrics,
         checkpoint: Vec<u8>,
-    ) -> Result<Answer<()>> {
+    ) -> Result<Answer> {
         let req = pb::ReportEpochRequest {
             worker_id: a.worker_id.clone(),
             trial: Some(a.wire()),
@@ -273,7 +277,7 @@ impl Coordinator {
     }
 
     /// Uploads one artifact of `a`, `name` with contents `bytes`, in chunks.
-    pub async fn upload(&self, a: &Attempt, name: &str, bytes: &[u8]) -> Result<Answer<()>> {
+    pub async fn upload(&self, a: &Attempt, name: &str, bytes: &[u8]) -> Result<Answer> {
         self.about(a, "upload", |mut c| {
             let chunks = artifact_chunks(a, name, bytes);
             async move { c.upload_artifact(tokio_stream::iter(chunks)).await }
@@ -282,7 +286,7 @@ impl Coordinator {
     }
 
     /// `a` trained all its epochs (and its artifacts are uploaded).
-    pub async fn finish(&self, a: &Attempt) -> Result<Answer<()>> {
+    pub async fn finish(&self, a: &Attempt) -> Result<Answer> {
         let req = pb::FinishRequest {
             worker_id: a.worker_id.clone(),
             trial: Some(a.wire()),
@@ -295,7 +299,7 @@ impl Coordinator {
     }
 
     /// `a` cannot go on; `retryable` says whether another attempt could succeed.
-    pub async fn fail(&self, a: &Attempt, reason: &str, retryable: bool) -> Result<Answer<()>> {
+    pub async fn fail(&self, a: &Attempt, reason: &str, retryable: bool) -> Result<Answer> {
         let req = pb::FailRequest {
             worker_id: a.worker_id.clone(),
             trial: Some(a.wire()),
@@ -311,13 +315,13 @@ impl Coordinator {
 
     /// A call about attempt `a`: a lost lease is an answer (and raises `a`'s flag), not an
     /// error.
-    async fn about<T, F, Fut>(&self, a: &Attempt, what: &str, f: F) -> Result<Answer<()>>
+    async fn about<T, F, Fut>(&self, a: &Attempt, what: &str, f: F) -> Result<Answer>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         match self.call(what, f).await {
-            Ok(_) => Ok(Answer::Ok(())),
+            Ok(_) => Ok(Answer::Ok),
             Err(e) => match (classify(&e), e) {
                 (Failure::UnknownWorker | Failure::NotHeld, Error::Rpc(s)) => {
                     a.lose();

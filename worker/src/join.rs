@@ -225,7 +225,8 @@ async fn run_trial(
     };
     let result = match forwarded {
         Ok(Forwarded::All) => conclude(&ctx.coord, &attempt, ending(joined), &out_dir).await,
-        // The trial is someone else's now, or the coordinator is gone: nothing more to say.
+        // A report was refused: the trial is someone else's now (or will be once its lease
+        // lapses), nothing more to say about it.
         Ok(Forwarded::Stopped) => Ok(()),
         Err(e) => Err(e),
     };
@@ -328,7 +329,7 @@ async fn forward_epochs(
             checkpoint = Vec::new();
         }
         let refused = match coord.report(attempt, &m, checkpoint).await {
-            Ok(Answer::Ok(())) => {
+            Ok(Answer::Ok) => {
                 info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished");
                 continue;
             }
@@ -401,7 +402,7 @@ async fn conclude(
     let answer = match ending {
         Ending::Finish => {
             let answer = upload_and_finish(coord, attempt, dir).await?;
-            if let Answer::Ok(()) = answer {
+            if let Answer::Ok = answer {
                 info!(trial = %trial, attempt = n, "trial finished");
             }
             answer
@@ -422,11 +423,7 @@ async fn conclude(
 }
 
 /// Uploads the artifacts in `dir`, then `Finish`.
-async fn upload_and_finish(
-    coord: &Coordinator,
-    attempt: &Attempt,
-    dir: &Path,
-) -> Result<Answer<()>> {
+async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -> Result<Answer> {
     for name in ARTIFACTS {
         let path = dir.join(name);
         let bytes = tokio::fs::read(&path)
