@@ -162,7 +162,7 @@ impl Connection {
             }
             endpoint = endpoint
                 .tls_config(cfg)
-                .map_err(|e| Error::InvalidArgument(format!("--coordinator {url:?}: TLS: {e}")))?;
+                .map_err(|e| Error::Tls(format!("--coordinator {url:?}: TLS: {e}")))?;
         }
         Ok(Connection {
             endpoint,
@@ -179,7 +179,7 @@ impl Connection {
             .connect()
             .await
             .map_err(|e| match tls_failure(&e) {
-                Some(why) => Error::InvalidArgument(format!(
+                Some(why) => Error::Tls(format!(
                     "TLS with the coordinator failed: {why}; check --tls-ca and --tls-domain (and \
                  --tls-cert/--tls-key if it requires client certificates)"
                 )),
@@ -221,9 +221,9 @@ impl Connection {
     /// The error `worker join` stops with when its first call (`Register`) fails: a refused
     /// token says what to check; a plaintext client whose connection the coordinator closes
     /// is told that it may want TLS.
-    pub fn register_error(&self, status: Status, has_token: bool) -> Error {
+    pub fn register_error(&self, status: Status) -> Error {
         match status.code() {
-            tonic::Code::Unauthenticated => unauthenticated(&status, has_token),
+            tonic::Code::Unauthenticated => unauthenticated(&status, self.token.0.is_some()),
             // Internal: with HTTP/2 keepalive on, a TLS server's answer to plaintext reads as
             // an h2 protocol error (FRAME_SIZE_ERROR) rather than a closed connection.
             tonic::Code::Cancelled
@@ -232,7 +232,7 @@ impl Connection {
             | tonic::Code::Internal
                 if !self.tls =>
             {
-                Error::InvalidArgument(format!(
+                Error::Refused(format!(
                     "the coordinator closed the connection ({}): if it serves TLS, use an \
                      https:// URL (with --tls-ca for a private certificate)",
                     status.message()
@@ -251,7 +251,7 @@ pub fn unauthenticated(status: &Status, has_token: bool) -> Error {
     } else {
         "the coordinator requires a token: give --token-file FILE (or SWEEP_TOKEN_FILE) with the coordinator's token"
     };
-    Error::InvalidArgument(format!(
+    Error::Refused(format!(
         "the coordinator refused this worker (UNAUTHENTICATED: {}): {hint}",
         status.message()
     ))
@@ -283,6 +283,30 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "\n").unwrap();
         assert!(read_token(&path).is_err());
+    }
+
+    #[test]
+    fn a_refused_token_is_refused_not_an_argument_and_not_retryable() {
+        let conn = Connection::new(
+            "http://127.0.0.1:1",
+            BearerToken::none(),
+            &Default::default(),
+        )
+        .unwrap();
+        let err = conn.register_error(Status::unauthenticated("no"));
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains("requires a token"), "{err}");
+        assert!(!err.is_retryable());
+        let with_token = Connection {
+            token: BearerToken::new("s3cret-token-0123456789").unwrap(),
+            ..conn.clone()
+        };
+        let err = with_token.register_error(Status::unauthenticated("no"));
+        assert!(err.to_string().contains("does not match"), "{err}");
+        // Plaintext against a TLS listener: the coordinator closes the connection.
+        let err = conn.register_error(Status::unavailable("connection closed"));
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains("https://"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! A process trains one trial at a time (`--slots N` is N processes: see [`crate::slots`]).
 //! Its slot is a loop on the async runtime: lease, train on a dedicated OS thread (training
 //! never blocks the runtime), forward each epoch through a bounded channel to `ReportEpoch`,
-//! upload the artifacts, `Finish`. A heartbeat task keeps the running lease alive and raises
-//! the abandon flag of any lease the coordinator no longer gives this worker.
+//! upload the artifacts, `Finish` (or `Fail`). [`run_trial`] tells that story one step per
+//! function. Talking to the coordinator (retries, registering again, what a failed call
+//! means) is [`crate::client`]'s; a heartbeat task keeps the held lease alive and raises its
+//! lost flag when the coordinator takes it back.
 //!
 //! Every `ReportEpoch` carries the trial's checkpoint after that epoch; a lease with
 //! `start_epoch > 0` comes with the checkpoint to restore, and training continues after it.
@@ -13,44 +15,43 @@
 //! reports are rejected) and resume elsewhere from their last checkpoint.
 
 use crate::cli::JoinArgs;
-use crate::connect::{Client, Connection};
+use crate::client::{Answer, Attempt, Coordinator, Leased, Offer};
+use crate::connect::Connection;
 use crate::data::Subset;
 use crate::train::Trial;
 use crate::{device, Error, Result};
-use proto::pb::{self, lease_response::Outcome};
+use proto::pb;
 use proto::{EpochMetrics, Hyperparams};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 use tch::Device;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// Bytes per artifact chunk.
-const CHUNK: usize = 1 << 20;
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
 const MAX_CHECKPOINT: usize = 60 << 20;
 
-type Running = Arc<Mutex<HashMap<(String, u32), Arc<AtomicBool>>>>;
+/// The files [`Trial::save_artifacts`] writes, uploaded in this order before `Finish`.
+const ARTIFACTS: [&str; 3] = [
+    "config.json",
+    "model.safetensors",
+    "predictions.safetensors",
+];
+
+/// One finished epoch on its way from the training thread: its metrics and the checkpoint
+/// after it.
+type Epoch = (EpochMetrics, Vec<u8>);
 
 struct Ctx {
-    client: Client,
-    /// Replaced when the worker registers again after a coordinator restart.
-    worker_id: std::sync::RwLock<String>,
-    /// Serialises re-registration so that the slot and the heartbeat, noticing a restart
-    /// together, register once.
-    reregister: tokio::sync::Mutex<()>,
-    registration: pb::RegisterRequest,
+    coord: Coordinator,
     /// `None` with `--noop`.
     data: Option<Arc<dataset::FashionMnist>>,
     subset: Subset,
     device: Device,
     threads: usize,
-    running: Running,
     scratch: PathBuf,
-    reconnect_timeout: Duration,
 }
 
 /// Runs `worker join` until the coordinator says the sweep is done.
@@ -60,7 +61,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // which comes here as slot `i` of N.
     let slot = crate::slots::this_slot(&args)?;
     if slot.is_none() && args.slots > 1 {
-        return Err(Error::InvalidArgument(
+        return Err(Error::Slot(
             "--slots N runs N processes: call slots::supervise, not join::run".into(),
         ));
     }
@@ -76,63 +77,37 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     } else if args.exit_on_stdin_eof {
         watch_stdin("coordinator went away");
     }
-
     let data = if args.noop {
         None
     } else {
-        let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
-        let data = tokio::task::spawn_blocking(move || dataset::load(&data_dir))
-            .await
-            .expect("loader thread")?;
-        Some(Arc::new(data))
-    };
-    let subset = Subset {
-        train: args.data.train_limit,
-        test: args.data.test_limit,
+        Some(Arc::new(load_data(&args).await?))
     };
 
     // Plaintext or TLS, with the token interceptor: see connect.rs.
     let conn = Connection::from_args(&args)?;
-    let reconnect_timeout = Duration::from_secs(args.reconnect_timeout);
-    let channel = retry(reconnect_timeout, "connect", || {
-        let conn = conn.clone();
-        async move { conn.connect().await }
-    })
-    .await?;
-    let mut client = conn.client(channel);
     let registration = pb::RegisterRequest {
-        name: name.clone(),
+        name,
         device: device::device_name(dev),
         slots: 1,
         threads: threads as u32,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let reg = client
-        .register(registration.clone())
-        .await
-        // A wrong or missing token never gets better: stop with what to check.
-        .map_err(|s| conn.register_error(s, args.token_file.is_some()))?
-        .into_inner();
-    info!(worker = %reg.worker_id, %name, device = %device::device_name(dev), threads, sweep = %reg.sweep_name, "registered");
+    let budget = Duration::from_secs(args.reconnect_timeout);
+    let coord = Coordinator::join(&conn, registration, budget).await?;
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
-        client,
-        worker_id: std::sync::RwLock::new(reg.worker_id),
-        reregister: tokio::sync::Mutex::new(()),
-        registration,
+        coord,
         data,
-        subset,
+        subset: Subset {
+            train: args.data.train_limit,
+            test: args.data.test_limit,
+        },
         device: dev,
         threads,
-        running: Arc::default(),
         scratch: scratch.clone(),
-        reconnect_timeout,
     });
-    let heartbeat = tokio::spawn(heartbeat_loop(
-        ctx.clone(),
-        Duration::from_millis(u64::from(reg.heartbeat_interval_ms.max(50))),
-    ));
+    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()));
     let result = tokio::spawn(slot_loop(ctx.clone(), slot.unwrap_or(0)))
         .await
         .expect("slot task panicked");
@@ -142,35 +117,13 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     result
 }
 
-impl Ctx {
-    fn worker_id(&self) -> String {
-        self.worker_id.read().expect("worker id").clone()
-    }
-
-    /// Registers again when the coordinator forgot `stale` (it restarted). Concurrent callers
-    /// with the same stale id register once.
-    async fn reregister(&self, stale: &str) -> Result<()> {
-        let _one = self.reregister.lock().await;
-        if self.worker_id() != stale {
-            return Ok(());
-        }
-        let mut client = self.client.clone();
-        let reg = retry(self.reconnect_timeout, "register", || {
-            let mut c = client.clone();
-            let r = self.registration.clone();
-            async move { Ok(c.register(r).await?.into_inner()) }
-        })
-        .await?;
-        client = self.client.clone();
-        let _ = &mut client;
-        warn!(old = %stale, new = %reg.worker_id, "the coordinator restarted; registered again");
-        *self.worker_id.write().expect("worker id") = reg.worker_id;
-        Ok(())
-    }
-}
-
-fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Rpc(s) if s.code() == tonic::Code::NotFound)
+/// Finds, reads and verifies Fashion-MNIST, off the async runtime.
+async fn load_data(args: &JoinArgs) -> Result<dataset::FashionMnist> {
+    let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
+    let data = tokio::task::spawn_blocking(move || dataset::load(&data_dir))
+        .await
+        .expect("loader thread")?;
+    Ok(data)
 }
 
 fn default_name() -> String {
@@ -198,360 +151,297 @@ fn watch_stdin(who: &'static str) {
     });
 }
 
-/// Retries `f` on transport errors and UNAVAILABLE until `budget` has passed.
-async fn retry<T, F, Fut>(budget: Duration, what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_transient(&e) && start.elapsed() < budget => {
-                warn!(error = %e, what, "coordinator unreachable, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Transport(_) => true,
-        // Cancelled / DeadlineExceeded: the call ran past the channel's timeout.
-        Error::Rpc(s) => matches!(
-            s.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Cancelled
-                | tonic::Code::DeadlineExceeded
-        ),
-        _ => false,
-    }
-}
-
-async fn heartbeat_loop(ctx: Arc<Ctx>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+async fn heartbeat_loop(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(ctx.coord.heartbeat_interval());
     loop {
         tick.tick().await;
-        let running: Vec<pb::TrialAttempt> = ctx
-            .running
-            .lock()
-            .expect("running map")
-            .keys()
-            .map(|(t, a)| pb::TrialAttempt {
-                trial_id: t.clone(),
-                attempt: *a,
-            })
-            .collect();
-        let mut client = ctx.client.clone();
-        let worker_id = ctx.worker_id();
-        match client
-            .heartbeat(pb::HeartbeatRequest {
-                worker_id: worker_id.clone(),
-                running,
-            })
-            .await
-        {
-            Ok(resp) => {
-                for ab in resp.into_inner().abandon {
-                    if let Some(flag) = ctx
-                        .running
-                        .lock()
-                        .expect("running map")
-                        .get(&(ab.trial_id.clone(), ab.attempt))
-                    {
-                        warn!(trial = %ab.trial_id, attempt = ab.attempt, "coordinator took the lease back, abandoning");
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                if let Err(e) = ctx.reregister(&worker_id).await {
-                    warn!(error = %e, "registering again failed");
-                }
-            }
-            Err(e) => warn!(error = %e, "heartbeat failed"),
-        }
+        ctx.coord.heartbeat().await;
     }
 }
 
+/// Leases and runs trials until the sweep is done. Only errors talking to the coordinator
+/// end it early.
 async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
     loop {
-        let mut client = ctx.client.clone();
-        let worker_id = ctx.worker_id();
-        let resp = retry(ctx.reconnect_timeout, "lease", || {
-            let mut c = client.clone();
-            let w = worker_id.clone();
-            async move {
-                Ok(c.lease(pb::LeaseRequest { worker_id: w })
-                    .await?
-                    .into_inner())
-            }
-        })
-        .await;
-        let resp = match resp {
-            Err(e) if is_not_found(&e) => {
-                ctx.reregister(&worker_id).await?;
-                continue;
-            }
-            r => r?,
-        };
-        client = ctx.client.clone();
-        match resp.outcome {
-            Some(Outcome::Lease(lease)) => {
-                let hparams = match lease.hparams.clone().map(Hyperparams::try_from) {
-                    Some(Ok(h)) => h,
-                    other => {
-                        let reason = match other {
-                            Some(Err(e)) => format!("invalid hyperparameters in lease: {e}"),
-                            _ => "lease without hyperparameters".into(),
-                        };
-                        let trial = Some(pb::TrialAttempt {
-                            trial_id: lease.trial_id.clone(),
-                            attempt: lease.attempt,
-                        });
-                        client
-                            .fail(pb::FailRequest {
-                                worker_id: worker_id.clone(),
-                                trial,
-                                reason,
-                                retryable: false,
-                            })
-                            .await?;
-                        continue;
-                    }
-                };
-                let trial_id = lease.trial_id.clone();
-                let ran = match &ctx.data {
-                    Some(data) => run_trial(&ctx, data, slot, &worker_id, lease, hparams).await,
-                    None => run_noop(&ctx, &worker_id, lease, &hparams).await,
-                };
-                match ran {
-                    // The coordinator restarted or gave the trial to someone else: the trial
-                    // resumes elsewhere from its last checkpoint; this slot leases anew.
-                    Err(Error::Rpc(s))
-                        if matches!(
-                            s.code(),
-                            tonic::Code::NotFound | tonic::Code::FailedPrecondition
-                        ) =>
-                    {
-                        warn!(trial = %trial_id, status = %s.message(), "the coordinator no longer holds this lease for us; leasing anew");
-                    }
-                    r => r?,
-                }
-            }
-            Some(Outcome::Wait(w)) => {
-                tokio::time::sleep(Duration::from_millis(u64::from(
-                    w.retry_after_ms.clamp(10, 5000),
-                )))
-                .await;
-            }
-            Some(Outcome::Done(_)) | None => return Ok(()),
+        match ctx.coord.lease().await? {
+            Offer::Trial(leased) => match (leased.hparams.clone(), &ctx.data) {
+                (Err(reason), _) => refuse(&ctx.coord, &leased.attempt, &reason).await?,
+                (Ok(h), Some(data)) => run_trial(&ctx, data, slot, leased, h).await?,
+                (Ok(h), None) => run_noop(&ctx.coord, leased, &h).await?,
+            },
+            Offer::Wait(pause) => tokio::time::sleep(pause).await,
+            Offer::Done => return Ok(()),
         }
     }
 }
 
-/// Trains one leased trial and reports it. Errors of the trial itself are reported to the
-/// coordinator with `Fail`; only errors talking to the coordinator come back from here.
-async fn run_trial(
-    ctx: &Arc<Ctx>,
-    data: &Arc<dataset::FashionMnist>,
-    slot: usize,
-    worker_id: &str,
-    lease: pb::Lease,
-    h: Hyperparams,
-) -> Result<()> {
-    let (trial_id, attempt) = (lease.trial_id, lease.attempt);
-    let (start_epoch, checkpoint) = (lease.start_epoch, lease.checkpoint);
-    let key = (trial_id.clone(), attempt);
-    let abandon = Arc::new(AtomicBool::new(false));
-    ctx.running
-        .lock()
-        .expect("running map")
-        .insert(key.clone(), abandon.clone());
-    info!(slot, trial = %trial_id, attempt, label = %h.label(), "trial leased");
-    let ta = || {
-        Some(pb::TrialAttempt {
-            trial_id: trial_id.clone(),
-            attempt,
-        })
-    };
-
-    // Each epoch's metrics and the checkpoint after it.
-    let (tx, mut rx) = mpsc::channel::<(EpochMetrics, Vec<u8>)>(2);
-    let out_dir = ctx.scratch.join(format!("{trial_id}-{attempt}"));
-    let thread = {
-        let (data, subset, dev, threads, abandon, out_dir) = (
-            data.clone(),
-            ctx.subset,
-            ctx.device,
-            ctx.threads,
-            abandon.clone(),
-            out_dir.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("train-{slot}"))
-            .spawn(move || -> Result<()> {
-                device::set_threads(threads);
-                let mut trial = Trial::new(&h, &data, subset, dev)?;
-                if start_epoch > 0 {
-                    match trial.restore(&checkpoint) {
-                        Ok(epoch) => {
-                            info!(trial = %h.trial_id(), epoch, "resumed from the checkpoint")
-                        }
-                        Err(e) => {
-                            // Epochs retrained from scratch are answered `duplicate`: slower,
-                            // never wrong.
-                            warn!(trial = %h.trial_id(), error = %e, "checkpoint unusable, training from epoch 1");
-                            trial = Trial::new(&h, &data, subset, dev)?;
-                        }
-                    }
-                }
-                trial.checkpoint_every_epoch = true;
-                trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
-                    if abandon.load(Ordering::SeqCst) {
-                        return Err(Error::Abandoned(
-                            "the coordinator re-leased this trial".into(),
-                        ));
-                    }
-                    tx.blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default()))
-                        .map_err(|_| Error::Abandoned("reporting stopped".into()))
-                })?;
-                drop(tx);
-                trial.save_artifacts(
-                    &out_dir,
-                    serde_json::json!({ "threads": threads, "device": device::device_name(dev) }),
-                )
-            })
-            .map_err(|e| Error::io(&ctx.scratch, e))?
-    };
-
-    let mut report_err = None;
-    while let Some((m, mut checkpoint)) = rx.recv().await {
-        if checkpoint.len() > MAX_CHECKPOINT {
-            // Past the coordinator's message limit the whole report would be refused: send
-            // the metrics alone (a re-leased trial then retrains from its last checkpoint).
-            warn!(trial = %trial_id, bytes = checkpoint.len(), max = MAX_CHECKPOINT,
-                "checkpoint too large for the coordinator, epoch reported without it");
-            checkpoint = Vec::new();
-        }
-        let req = pb::ReportEpochRequest {
-            worker_id: worker_id.to_owned(),
-            trial: ta(),
-            metrics: Some((&m).into()),
-            checkpoint,
-        };
-        let mut client = ctx.client.clone();
-        let sent = retry(ctx.reconnect_timeout, "report", || {
-            let mut c = client.clone();
-            let r = req.clone();
-            async move { Ok(c.report_epoch(r).await?) }
-        })
-        .await;
-        client = ctx.client.clone();
-        let _ = &mut client;
-        match sent {
-            Ok(_) => {
-                info!(trial = %trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished")
-            }
-            Err(Error::Rpc(s))
-                if matches!(
-                    s.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) =>
-            {
-                warn!(trial = %trial_id, attempt, status = %s.message(), "report rejected, abandoning the trial");
-                abandon.store(true, Ordering::SeqCst);
-                report_err = Some(Error::Rpc(s));
-                break;
-            }
-            Err(e) => {
-                abandon.store(true, Ordering::SeqCst);
-                report_err = Some(e);
-                break;
-            }
-        }
-    }
-    drop(rx);
-    let trained = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join task");
-    ctx.running.lock().expect("running map").remove(&key);
-    let trained =
-        trained.unwrap_or_else(|_| Err(Error::Abandoned("training thread panicked".into())));
-
-    if let Some(e) = report_err {
-        let _ = std::fs::remove_dir_all(&out_dir);
-        return match e {
-            Error::Rpc(_) => Ok(()), // the trial is someone else's now
-            e => Err(e),
-        };
-    }
-    let client = ctx.client.clone();
-    match trained {
-        Ok(()) => {
-            let uploaded = async {
-                for name in [
-                    "config.json",
-                    "model.safetensors",
-                    "predictions.safetensors",
-                ] {
-                    retry(ctx.reconnect_timeout, "upload", || {
-                        let mut c = client.clone();
-                        let (t, d) = (trial_id.clone(), out_dir.clone());
-                        async move { upload(&mut c, worker_id, &t, attempt, &d, name).await }
-                    })
-                    .await?;
-                }
-                retry(ctx.reconnect_timeout, "finish", || {
-                    let mut c = client.clone();
-                    let r = pb::FinishRequest {
-                        worker_id: worker_id.to_owned(),
-                        trial: ta(),
-                    };
-                    async move { Ok(c.finish(r).await?) }
-                })
-                .await
-            }
-            .await;
-            let _ = std::fs::remove_dir_all(&out_dir);
-            uploaded?;
-            info!(trial = %trial_id, attempt, "trial finished");
-        }
-        Err(Error::Abandoned(why)) => warn!(trial = %trial_id, attempt, %why, "trial abandoned"),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&out_dir);
-            warn!(trial = %trial_id, attempt, error = %e, "trial failed");
-            retry(ctx.reconnect_timeout, "fail", || {
-                let mut c = client.clone();
-                let r = pb::FailRequest {
-                    worker_id: worker_id.to_owned(),
-                    trial: ta(),
-                    reason: e.to_string(),
-                    retryable: e.is_retryable(),
-                };
-                async move { Ok(c.fail(r).await?) }
-            })
-            .await?;
-        }
+/// A lease whose hyperparameters cannot be trained anywhere: `Fail`, not retryable.
+async fn refuse(coord: &Coordinator, attempt: &Attempt, reason: &str) -> Result<()> {
+    warn!(trial = %attempt.trial_id, attempt = attempt.attempt, %reason, "trial failed");
+    if let Answer::LeaseLost(s) = coord.fail(attempt, reason, false).await? {
+        lease_lost(attempt, &s);
     }
     Ok(())
 }
 
+/// Logs that the coordinator took `attempt` back; the slot leases anew.
+fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
+    warn!(trial = %attempt.trial_id, attempt = attempt.attempt, status = %status.message(),
+        "the coordinator no longer holds this lease for us; leasing anew");
+}
+
+/// Trains one leased trial and reports it: held while it trains, each epoch forwarded as it
+/// finishes, then the call its ending calls for. Errors of the trial itself are reported to
+/// the coordinator with `Fail`; only errors talking to the coordinator come back from here.
+async fn run_trial(
+    ctx: &Ctx,
+    data: &Arc<dataset::FashionMnist>,
+    slot: usize,
+    leased: Leased,
+    h: Hyperparams,
+) -> Result<()> {
+    let attempt = leased.attempt.clone();
+    info!(slot, trial = %attempt.trial_id, attempt = attempt.attempt, label = %h.label(), "trial leased");
+    let out_dir = ctx
+        .scratch
+        .join(format!("{}-{}", attempt.trial_id, attempt.attempt));
+    let job = Job {
+        h,
+        data: data.clone(),
+        subset: ctx.subset,
+        device: ctx.device,
+        threads: ctx.threads,
+        start_epoch: leased.start_epoch,
+        checkpoint: leased.checkpoint,
+        attempt: attempt.clone(),
+        out_dir: out_dir.clone(),
+    };
+    let (forwarded, joined) = {
+        // While it trains, heartbeats keep the lease alive (and may take it back).
+        let _held = ctx.coord.hold(std::slice::from_ref(&attempt));
+        let (epochs, training) = start_training(job, slot)?;
+        let forwarded = forward_epochs(&ctx.coord, &attempt, epochs).await;
+        (forwarded, join_training(training).await)
+    };
+    let result = match forwarded {
+        Ok(Forwarded::All) => conclude(&ctx.coord, &attempt, ending(joined), &out_dir).await,
+        // A report was refused: the trial is someone else's now (or will be once its lease
+        // lapses), nothing more to say about it.
+        Ok(Forwarded::Stopped) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&out_dir);
+    result
+}
+
+/// What the training thread needs, owned.
+struct Job {
+    h: Hyperparams,
+    data: Arc<dataset::FashionMnist>,
+    subset: Subset,
+    device: Device,
+    threads: usize,
+    /// Epochs already recorded; `checkpoint` holds the state after them.
+    start_epoch: u32,
+    checkpoint: Vec<u8>,
+    /// Its lost flag stops training at the next epoch.
+    attempt: Attempt,
+    /// Where the artifacts go once every epoch is trained.
+    out_dir: PathBuf,
+}
+
+/// Starts training `job` on an OS thread of its own: each finished epoch comes out of the
+/// returned channel (bounded: training waits while reports lag behind).
+fn start_training(
+    job: Job,
+    slot: usize,
+) -> Result<(mpsc::Receiver<Epoch>, JoinHandle<Result<()>>)> {
+    let (tx, rx) = mpsc::channel::<Epoch>(2);
+    let out_dir = job.out_dir.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("train-{slot}"))
+        .spawn(move || train(job, tx))
+        .map_err(|e| Error::io(&out_dir, e))?;
+    Ok((rx, thread))
+}
+
+/// The training thread: resume or start, train every remaining epoch into `epochs`, write the
+/// artifacts. Stops with [`Error::Abandoned`] when the lease is lost or nobody listens.
+fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
+    device::set_threads(job.threads);
+    let mut trial = start_or_resume(&job)?;
+    trial.checkpoint_every_epoch = true;
+    trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
+        if job.attempt.is_lost() {
+            return Err(Error::Abandoned(
+                "the coordinator re-leased this trial".into(),
+            ));
+        }
+        epochs
+            .blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default()))
+            .map_err(|_| Error::Abandoned("reporting stopped".into()))
+    })?;
+    drop(epochs);
+    trial.save_artifacts(
+        &job.out_dir,
+        serde_json::json!({ "threads": job.threads, "device": device::device_name(job.device) }),
+    )
+}
+
+/// The trial, restored from the lease's checkpoint when it has one. An unusable checkpoint
+/// is dropped: epochs retrained from scratch are answered `duplicate`, slower, never wrong.
+fn start_or_resume(job: &Job) -> Result<Trial> {
+    let new = || Trial::new(&job.h, &job.data, job.subset, job.device);
+    let mut trial = new()?;
+    if job.start_epoch > 0 {
+        match trial.restore(&job.checkpoint) {
+            Ok(epoch) => info!(trial = %job.h.trial_id(), epoch, "resumed from the checkpoint"),
+            Err(e) => {
+                warn!(trial = %job.h.trial_id(), error = %e, "checkpoint unusable, training from epoch 1");
+                trial = new()?;
+            }
+        }
+    }
+    Ok(trial)
+}
+
+/// Whether every epoch training produced was reported.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded {
+    All,
+    /// The coordinator refused a report: training is told to stop, the trial is abandoned.
+    Stopped,
+}
+
+/// Reports each epoch as training hands it over, until training ends or a report is
+/// refused. Dropping `epochs` on return stops training at its next epoch.
+async fn forward_epochs(
+    coord: &Coordinator,
+    attempt: &Attempt,
+    mut epochs: mpsc::Receiver<Epoch>,
+) -> Result<Forwarded> {
+    while let Some((m, mut checkpoint)) = epochs.recv().await {
+        if checkpoint.len() > MAX_CHECKPOINT {
+            // Past the coordinator's message limit the whole report would be refused: send
+            // the metrics alone (a re-leased trial then retrains from its last checkpoint).
+            warn!(trial = %attempt.trial_id, bytes = checkpoint.len(), max = MAX_CHECKPOINT,
+                "checkpoint too large for the coordinator, epoch reported without it");
+            checkpoint = Vec::new();
+        }
+        let refused = match coord.report(attempt, &m, checkpoint).await {
+            Ok(Answer::Ok) => {
+                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished");
+                continue;
+            }
+            Ok(Answer::LeaseLost(s)) => s,
+            // Any other refusal of an epoch ends this attempt too: its lease lapses and the
+            // trial resumes elsewhere from its last checkpoint.
+            Err(Error::Rpc(s)) => s,
+            Err(e) => return Err(e),
+        };
+        warn!(trial = %attempt.trial_id, attempt = attempt.attempt, status = %refused.message(), "report rejected, abandoning the trial");
+        return Ok(Forwarded::Stopped);
+    }
+    Ok(Forwarded::All)
+}
+
+/// Waits, off the runtime, for the training thread to end; `Err` holds its panic.
+async fn join_training(thread: JoinHandle<Result<()>>) -> std::thread::Result<Result<()>> {
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join task")
+}
+
+/// The call that ends a trial, decided from how its training thread ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// Every epoch trained and the artifacts written: upload them, then `Finish`.
+    Finish,
+    /// `Fail`, saying whether another attempt could succeed.
+    Fail { reason: String, retryable: bool },
+    /// Training stopped because the lease was lost: the trial is someone else's, nothing to
+    /// send.
+    Abandoned(String),
+}
+
+/// How the training thread ended, as the call to make. A panic is a failure like any other,
+/// reported at once (retryable: it may be this machine's), so that the trial does not wait
+/// out its lease.
+fn ending(joined: std::thread::Result<Result<()>>) -> Ending {
+    let failed = |e: Error| Ending::Fail {
+        reason: e.to_string(),
+        retryable: e.is_retryable(),
+    };
+    match joined {
+        Ok(Ok(())) => Ending::Finish,
+        Ok(Err(Error::Abandoned(why))) => Ending::Abandoned(why),
+        Ok(Err(e)) => failed(e),
+        Err(panic) => failed(Error::Panicked(panic_message(panic.as_ref()))),
+    }
+}
+
+/// A panic's message: the `&str` or `String` it was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
+/// Makes the call `ending` calls for about `attempt`, whose artifacts are in `dir`.
+async fn conclude(
+    coord: &Coordinator,
+    attempt: &Attempt,
+    ending: Ending,
+    dir: &Path,
+) -> Result<()> {
+    let (trial, n) = (&attempt.trial_id, attempt.attempt);
+    let answer = match ending {
+        Ending::Finish => {
+            let answer = upload_and_finish(coord, attempt, dir).await?;
+            if let Answer::Ok = answer {
+                info!(trial = %trial, attempt = n, "trial finished");
+            }
+            answer
+        }
+        Ending::Abandoned(why) => {
+            warn!(trial = %trial, attempt = n, %why, "trial abandoned");
+            return Ok(());
+        }
+        Ending::Fail { reason, retryable } => {
+            warn!(trial = %trial, attempt = n, error = %reason, "trial failed");
+            coord.fail(attempt, &reason, retryable).await?
+        }
+    };
+    if let Answer::LeaseLost(s) = answer {
+        lease_lost(attempt, &s);
+    }
+    Ok(())
+}
+
+/// Uploads the artifacts in `dir`, then `Finish`.
+async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -> Result<Answer> {
+    for name in ARTIFACTS {
+        let path = dir.join(name);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+        if let lost @ Answer::LeaseLost(_) = coord.upload(attempt, name, &bytes).await? {
+            return Ok(lost);
+        }
+    }
+    coord.finish(attempt).await
+}
+
 /// `--noop`: every epoch (after the lease's `start_epoch`) reported at once with made-up
 /// metrics, then `Finish`.
-async fn run_noop(ctx: &Ctx, worker_id: &str, lease: pb::Lease, h: &Hyperparams) -> Result<()> {
-    let mut client = ctx.client.clone();
-    let trial = Some(pb::TrialAttempt {
-        trial_id: lease.trial_id,
-        attempt: lease.attempt,
-    });
-    for epoch in lease.start_epoch.saturating_add(1)..=h.epochs {
+async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
+    let attempt = leased.attempt;
+    let _held = coord.hold(std::slice::from_ref(&attempt));
+    for epoch in leased.start_epoch.saturating_add(1)..=h.epochs {
         let acc = 0.5 + 0.4 * f64::from(epoch) / f64::from(h.epochs);
         let m = EpochMetrics {
             epoch,
@@ -563,51 +453,83 @@ async fn run_noop(ctx: &Ctx, worker_id: &str, lease: pb::Lease, h: &Hyperparams)
             test_acc: acc,
             seconds: 0.0,
         };
-        let req = pb::ReportEpochRequest {
-            worker_id: worker_id.to_owned(),
-            trial: trial.clone(),
-            metrics: Some((&m).into()),
-            checkpoint: Vec::new(),
-        };
-        client.report_epoch(req).await?;
+        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, Vec::new()).await? {
+            lease_lost(&attempt, &s);
+            return Ok(());
+        }
     }
-    client
-        .finish(pb::FinishRequest {
-            worker_id: worker_id.to_owned(),
-            trial,
-        })
-        .await?;
+    if let Answer::LeaseLost(s) = coord.finish(&attempt).await? {
+        lease_lost(&attempt, &s);
+    }
     Ok(())
 }
 
-async fn upload(
-    client: &mut Client,
-    worker_id: &str,
-    trial_id: &str,
-    attempt: u32,
-    dir: &std::path::Path,
-    name: &str,
-) -> Result<()> {
-    let path = dir.join(name);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| Error::io(&path, e))?;
-    let mut chunks: Vec<pb::ArtifactChunk> = bytes
-        .chunks(CHUNK)
-        .map(|c| pb::ArtifactChunk {
-            data: c.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(pb::ArtifactChunk::default());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outcome of a real thread that ran `body`, as `join` hands it over.
+    fn joined(
+        body: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> std::thread::Result<Result<()>> {
+        std::thread::spawn(body).join()
     }
-    chunks[0].worker_id = worker_id.into();
-    chunks[0].trial = Some(pb::TrialAttempt {
-        trial_id: trial_id.into(),
-        attempt,
-    });
-    chunks[0].name = name.into();
-    client.upload_artifact(tokio_stream::iter(chunks)).await?;
-    Ok(())
+
+    #[test]
+    fn a_panicking_training_thread_fails_its_trial_at_once() {
+        let e = ending(joined(|| {
+            panic!("index 7 is out of bounds for dimension 0")
+        }));
+        assert_eq!(
+            e,
+            Ending::Fail {
+                reason: "training panicked: index 7 is out of bounds for dimension 0".into(),
+                retryable: true,
+            }
+        );
+        // A formatted panic carries a `String`.
+        let layer = 3;
+        let e = ending(joined(move || panic!("layer {layer} got a wrong shape")));
+        assert!(
+            matches!(&e, Ending::Fail { reason, retryable: true } if reason.ends_with("layer 3 got a wrong shape")),
+            "{e:?}"
+        );
+        let e = ending(joined(|| std::panic::panic_any(42)));
+        assert!(
+            matches!(&e, Ending::Fail { reason, retryable: true } if reason.contains("without a message")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_trained_trial_finishes_a_lost_one_is_left_and_a_failed_one_says_so() {
+        assert_eq!(ending(joined(|| Ok(()))), Ending::Finish);
+        assert_eq!(
+            ending(joined(|| Err(Error::Abandoned("reporting stopped".into())))),
+            Ending::Abandoned("reporting stopped".into())
+        );
+        assert_eq!(
+            ending(joined(|| Err(Error::Diverged {
+                epoch: 2,
+                loss: f64::NAN
+            }))),
+            Ending::Fail {
+                reason: "training diverged: loss is NaN at epoch 2".into(),
+                retryable: false,
+            }
+        );
+        let io = || {
+            Err(Error::io(
+                Path::new("/x"),
+                std::io::Error::other("disk full"),
+            ))
+        };
+        assert!(matches!(
+            ending(joined(io)),
+            Ending::Fail {
+                retryable: true,
+                ..
+            }
+        ));
+    }
 }

@@ -2,17 +2,22 @@
 //!
 //! This is the only crate that links libtorch. [`data`] turns the Fashion-MNIST bytes of the
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
-//! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`];
-//! [`join`] is the gRPC client loop that leases trials from a coordinator and streams their
-//! epochs and artifacts back, one trial at a time; [`slots`] runs `--slots N` as N such
+//! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
+//! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`];
+//! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
+//! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
+//! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`.
 
+pub mod checkpoint;
 pub mod cli;
+pub mod client;
 pub mod connect;
 pub mod data;
 pub mod device;
 pub mod join;
 pub mod model;
+pub mod sgd;
 pub mod slots;
 pub mod train;
 
@@ -23,8 +28,20 @@ pub const LIBTORCH_VERSION: &str = "2.11.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A flag, an environment variable or a file the user gave is not what it must be.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The coordinator refused this worker: a wrong or missing token, or a plaintext
+    /// connection it closed. Retrying cannot help; the message says what to check.
+    #[error("{0}")]
+    Refused(String),
+    /// TLS with the coordinator cannot work as set up: a certificate that does not verify, a
+    /// client certificate the coordinator refuses, PEM files TLS cannot use.
+    #[error("{0}")]
+    Tls(String),
+    /// A slot process of `worker join --slots N` could not be started or failed.
+    #[error("{0}")]
+    Slot(String),
     #[error(transparent)]
     Data(#[from] dataset::Error),
     #[error("libtorch: {0}")]
@@ -42,6 +59,10 @@ pub enum Error {
     Checkpoint(String),
     #[error("trial abandoned: {0}")]
     Abandoned(String),
+    /// The training thread panicked (a libtorch error that tch turns into a panic, a bug):
+    /// the message is the panic's.
+    #[error("training panicked: {0}")]
+    Panicked(String),
     #[error("coordinator: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("cannot reach the coordinator: {0}")]
@@ -60,12 +81,48 @@ impl Error {
     /// diverge again; an I/O or libtorch error may be this machine's. A bad checkpoint is
     /// bad on every worker, so another attempt with it fails the same way: whoever restores
     /// should drop the checkpoint and train the trial from scratch rather than fail it.
+    /// A refused token or a TLS set-up that cannot work fails the same way on every try; a
+    /// panic or a dead slot process may be this machine's.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            Error::Diverged { .. } | Error::InvalidArgument(_) | Error::Checkpoint(_)
+            Error::Diverged { .. }
+                | Error::InvalidArgument(_)
+                | Error::Checkpoint(_)
+                | Error::Refused(_)
+                | Error::Tls(_)
         )
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_retrying_cannot_fix_is_not_retryable() {
+        for e in [
+            Error::InvalidArgument("--device \"tpu\"".into()),
+            Error::Refused("the coordinator refused this worker".into()),
+            Error::Tls("TLS with the coordinator failed".into()),
+            Error::Checkpoint("truncated".into()),
+            Error::Diverged {
+                epoch: 1,
+                loss: f64::NAN,
+            },
+        ] {
+            assert!(!e.is_retryable(), "{e:?}");
+        }
+        for e in [
+            Error::Slot("1 of 2 slot processes failed".into()),
+            Error::Panicked("index 7 is out of bounds".into()),
+            Error::io(Path::new("/tmp/x"), std::io::Error::other("disk full")),
+        ] {
+            assert!(e.is_retryable(), "{e:?}");
+        }
+        // The variants say nothing of their own: the messages stay what they were.
+        assert_eq!(Error::Tls("TLS: x".into()).to_string(), "TLS: x");
+    }
+}

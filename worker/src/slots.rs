@@ -50,9 +50,8 @@ pub fn is_supervisor(args: &JoinArgs) -> bool {
 /// Starts `args.slots` slot processes and waits for all of them. Fails, naming them, when any
 /// slot failed; the others go on serving the sweep until it is done.
 pub fn supervise(args: &JoinArgs) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| {
-        Error::InvalidArgument(format!("cannot find this executable to start slots: {e}"))
-    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Slot(format!("cannot find this executable to start slots: {e}")))?;
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let mut children: Vec<Child> = Vec::with_capacity(args.slots);
     for slot in 0..args.slots {
@@ -95,7 +94,7 @@ pub fn supervise(args: &JoinArgs) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(Error::Slot(format!(
             "{} of {} slot processes failed ({}); their errors are above",
             failed.len(),
             args.slots,

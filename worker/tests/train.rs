@@ -664,7 +664,7 @@ fn the_hand_written_sgd_steps_as_libtorchs() {
         }
         .build(&vs_ref, 0.1)
         .unwrap();
-        let mut ours = worker::train::Sgd::new(&vs, 0.1, momentum, wd);
+        let mut ours = worker::sgd::Sgd::new(&vs, 0.1, momentum, wd);
         for _ in 0..5 {
             let x = Tensor::randn([32, 20], (Kind::Float, Device::Cpu));
             let y = Tensor::randint(4, [32], (Kind::Int64, Device::Cpu));
