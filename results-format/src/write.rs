@@ -16,10 +16,12 @@ use arrow::array::{
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use proto::{EpochMetrics, Hyperparams, TrialId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use stdx::fs::WriteError;
 
 /// One recorded epoch of one trial: a row of `epochs/*.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,41 +230,23 @@ pub fn write_batch(dest: &Path, batch: &RecordBatch) -> Result<()> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let encode = |file: &mut std::fs::File| -> std::result::Result<(), Failed> {
+    let encode = |file: &mut std::fs::File| -> std::result::Result<(), ParquetError> {
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
         writer.write(batch)?;
         writer.close()?;
         Ok(())
     };
     stdx::fs::write_atomically_with(dest, encode).map_err(|e| match e {
-        Failed::Io(source) => Error::Io {
+        WriteError::Io(source) => Error::Io {
             action: "writing",
             path: dest.to_path_buf(),
             source,
         },
-        Failed::Parquet(source) => Error::Parquet {
+        WriteError::Write(source) => Error::Parquet {
             path: dest.to_path_buf(),
             source,
         },
     })
-}
-
-/// How writing one file failed, before the path is attached.
-enum Failed {
-    Io(std::io::Error),
-    Parquet(parquet::errors::ParquetError),
-}
-
-impl From<std::io::Error> for Failed {
-    fn from(e: std::io::Error) -> Self {
-        Failed::Io(e)
-    }
-}
-
-impl From<parquet::errors::ParquetError> for Failed {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        Failed::Parquet(e)
-    }
 }
 
 /// Rewrites `trials.parquet` of `dir` from `records`.

@@ -33,24 +33,76 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(TEMP_MARK) || name.ends_with(".tmp"))
 }
 
+/// A fresh hidden temporary path beside `dest` that keeps its extension last,
+/// `.<stem>.tmp-<pid>-<n>.<ext>`, for writers that choose a format by the extension (tch's
+/// `save`). Only for folders nobody globs while it is written (a worker's own artifacts).
+pub fn temp_path_keeping_extension(dest: &Path) -> PathBuf {
+    let plain = temp_path(&dest.with_extension(""));
+    match dest.extension() {
+        Some(ext) => {
+            let mut name = plain.into_os_string();
+            name.push(".");
+            name.push(ext);
+            PathBuf::from(name)
+        }
+        None => plain,
+    }
+}
+
+/// How an atomic write failed: in the file system, or in the caller's writer.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    Io(io::Error),
+    Write(E),
+}
+
+impl<E> From<io::Error> for WriteError<E> {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
 /// Writes `bytes` to `dest` atomically (see the module's documentation).
 pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically_with(dest, |file| file.write_all(bytes))
+    write_atomically_with(dest, |file| file.write_all(bytes)).map_err(|e| match e {
+        WriteError::Io(e) | WriteError::Write(e) => e,
+    })
 }
 
 /// Creates a temporary file beside `dest`, lets `write` fill it, syncs it and renames it to
 /// `dest`. On any error the temporary file is removed and `dest` is untouched.
-pub fn write_atomically_with<E: From<io::Error>>(
+pub fn write_atomically_with<E>(
     dest: &Path,
     write: impl FnOnce(&mut File) -> Result<(), E>,
-) -> Result<(), E> {
+) -> Result<(), WriteError<E>> {
     let tmp = temp_path(dest);
     let result = (|| {
         let mut file = File::create(&tmp)?;
-        write(&mut file)?;
+        write(&mut file).map_err(WriteError::Write)?;
         file.flush()?;
         file.sync_all()?;
         drop(file);
+        std::fs::rename(&tmp, dest)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    sync_parent(dest);
+    Ok(())
+}
+
+/// Like [`write_atomically_with`] for a writer that takes a path and picks the format from
+/// its extension (tch): `write` gets [`temp_path_keeping_extension`] of `dest`.
+pub fn write_atomically_to_path<E>(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), WriteError<E>> {
+    let tmp = temp_path_keeping_extension(dest);
+    let result = (|| {
+        write(&tmp).map_err(WriteError::Write)?;
+        File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, dest)?;
         Ok(())
     })();
@@ -102,7 +154,7 @@ mod tests {
             Err(io::Error::other("disk full"))
         })
         .unwrap_err();
-        assert_eq!(err.to_string(), "disk full");
+        assert!(matches!(err, WriteError::Write(e) if e.to_string() == "disk full"));
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
@@ -119,5 +171,25 @@ mod tests {
         assert!(!is_temp_name("part-1-2.parquet"));
         assert!(!is_temp_name(".hidden"));
         assert!(is_temp_name(".part-1-2.parquet.tmp"));
+        let kept = temp_path_keeping_extension(Path::new("/a/model.safetensors"));
+        let kept = kept.file_name().unwrap().to_str().unwrap();
+        assert!(
+            kept.starts_with(".model.tmp-") && kept.ends_with(".safetensors"),
+            "{kept}"
+        );
+        assert!(is_temp_name(kept));
+    }
+
+    #[test]
+    fn a_path_writer_gets_a_temporary_with_the_extension_and_its_file_lands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("model.safetensors");
+        write_atomically_to_path(&dest, |p| {
+            assert_eq!(p.extension().unwrap(), "safetensors");
+            std::fs::write(p, b"weights")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"weights");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

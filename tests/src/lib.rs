@@ -90,6 +90,45 @@ pub fn command_lines() -> Vec<String> {
     all
 }
 
+/// Live processes (not zombies) whose command line contains `needle`.
+pub fn pids_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            if cmd.contains(needle) && !zombie {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// The metric columns two runs of the same trials must agree on, bit for bit.
+pub const METRICS: &str =
+    "trial_id, epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc";
+
+/// How many epoch rows of results folder `a` and of `b` differ in [`METRICS`], both ways
+/// (DuckDB `EXCEPT`): 0 when both runs recorded the same numbers.
+pub fn rows_differing(a: &Path, b: &Path) -> usize {
+    let (a, b) = (a.display(), b.display());
+    let n = sql(&format!(
+        "SELECT count(*) FROM ( \
+           (SELECT {METRICS} FROM '{a}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{b}/epochs/*.parquet') \
+           UNION ALL \
+           (SELECT {METRICS} FROM '{b}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{a}/epochs/*.parquet'))"
+    ));
+    n[0].parse().unwrap()
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -341,28 +341,6 @@ fn check_prints_the_lab4_table() {
     );
 }
 
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let zombie = state
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'));
-            if cmd.contains(needle) && !zombie {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 #[test]
 fn local_workers_do_not_outlive_a_killed_coordinator() {
     let _exclusive = tests::exclusive();
@@ -384,18 +362,18 @@ fn local_workers_do_not_outlive_a_killed_coordinator() {
     let port = addr.rsplit(':').next().unwrap();
     let needle = format!("--coordinator http://127.0.0.1:{port} ");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_with(&needle).len() < 2 {
+    while tests::pids_with(&needle).len() < 2 {
         assert!(Instant::now() < deadline, "local workers never started");
         std::thread::sleep(Duration::from_millis(100));
     }
     coord.kill().unwrap(); // SIGKILL: no chance to clean up
     coord.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_with(&needle).is_empty() {
+    while !tests::pids_with(&needle).is_empty() {
         assert!(
             Instant::now() < deadline,
             "local workers outlived the coordinator: {:?}",
-            processes_with(&needle)
+            tests::pids_with(&needle)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

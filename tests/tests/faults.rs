@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tests::{assert_ok, bin, command_lines, free_port, sql, Lines};
+use tests::{assert_ok, bin, command_lines, free_port, rows_differing, sql, Lines};
 
 const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
 
@@ -78,9 +78,6 @@ fn reference() -> &'static Path {
     .1
 }
 
-const METRICS: &str =
-    "trial_id, epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc";
-
 /// Every trial finished, one row per (trial, epoch), and the same metrics as `reference`.
 fn assert_same_as_reference(results: &Path) {
     let r = results.display();
@@ -96,22 +93,19 @@ fn assert_same_as_reference(results: &Path) {
         )),
         [format!("{EPOCHS},{EPOCHS}")]
     );
-    let reference = reference().display();
-    let differ = sql(&format!(
-        "SELECT count(*) FROM ( \
-           (SELECT {METRICS} FROM '{r}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{reference}/epochs/*.parquet') \
-           UNION ALL \
-           (SELECT {METRICS} FROM '{reference}/epochs/*.parquet' EXCEPT SELECT {METRICS} FROM '{r}/epochs/*.parquet'))"
-    ));
-    assert_eq!(differ, ["0"], "metrics differ from the uninterrupted run");
+    assert_eq!(
+        rows_differing(results, reference()),
+        0,
+        "metrics differ from the uninterrupted run"
+    );
     for trial in sql(&format!("SELECT trial_id FROM '{r}/trials.parquet'")) {
-        for f in [
-            "config.json",
-            "model.safetensors",
-            "predictions.safetensors",
-        ] {
+        for f in proto::Artifact::ALL {
             assert!(
-                results.join("artifacts").join(&trial).join(f).is_file(),
+                results
+                    .join("artifacts")
+                    .join(&trial)
+                    .join(f.file_name())
+                    .is_file(),
                 "{trial}/{f}"
             );
         }

@@ -9,10 +9,12 @@
 //! - `faults`: workers and the coordinator `kill -9`ed mid-sweep; `--slots`;
 //! - `netns`: a worker's link cut in network namespaces (root);
 //! - `load`: 200 simulated workers and a `kill -9`;
+//! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
 //! - `security_e2e`: token and TLS through the binaries.
 
 mod e2e;
 mod faults;
 mod load;
+mod local_workers;
 mod netns;
 mod security_e2e;

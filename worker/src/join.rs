@@ -21,7 +21,7 @@ use crate::data::Subset;
 use crate::train::Trial;
 use crate::{device, Error, Result};
 use proto::pb;
-use proto::{EpochMetrics, Hyperparams};
+use proto::{Artifact, EpochMetrics, Hyperparams};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,13 +32,6 @@ use tracing::{info, warn};
 
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
 const MAX_CHECKPOINT: usize = 60 << 20;
-
-/// The files [`Trial::save_artifacts`] writes, uploaded in this order before `Finish`.
-const ARTIFACTS: [&str; 3] = [
-    "config.json",
-    "model.safetensors",
-    "predictions.safetensors",
-];
 
 /// One finished epoch on its way from the training thread: its metrics and the checkpoint
 /// after it.
@@ -424,7 +417,8 @@ async fn conclude(
 
 /// Uploads the artifacts in `dir`, then `Finish`.
 async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -> Result<Answer> {
-    for name in ARTIFACTS {
+    for artifact in Artifact::ALL {
+        let name = artifact.file_name();
         let path = dir.join(name);
         let bytes = tokio::fs::read(&path)
             .await

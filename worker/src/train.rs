@@ -29,7 +29,7 @@ use crate::data::{self, Splits, TensorSplit};
 use crate::model::Net;
 use crate::sgd::Sgd;
 use crate::{Error, Result};
-use proto::{EpochMetrics, Hyperparams};
+use proto::{Artifact, EpochMetrics, Hyperparams};
 use std::path::Path;
 use std::time::Instant;
 use tch::nn::{self, ModuleT};
@@ -272,7 +272,7 @@ impl Trial {
             .expect("asked for probabilities")
     }
 
-    /// Writes `config.json`, `model.safetensors` and `predictions.safetensors` into `dir`.
+    /// Writes the trial's artifacts ([`Artifact::ALL`]) into `dir`, each file whole.
     pub fn save_artifacts(&self, dir: &Path, extra: serde_json::Value) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let config = serde_json::json!({
@@ -284,32 +284,28 @@ impl Trial {
             "worker": extra,
         });
         let text = serde_json::to_string_pretty(&config).expect("json of plain data");
-        write_atomically(&dir.join("config.json"), |p| {
-            std::fs::write(p, &text).map_err(|e| Error::io(p, e))
-        })?;
-        write_atomically(&dir.join("model.safetensors"), |p| Ok(self.vs.save(p)?))?;
+        let path = dir.join(Artifact::Config.file_name());
+        stdx::fs::write_atomically(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        // tch writes by path and picks safetensors from the extension.
+        let path = dir.join(Artifact::Model.file_name());
+        stdx::fs::write_atomically_to_path(&path, |p| self.vs.save(p))
+            .map_err(|e| written(&path, e))?;
         let probs = self.test_probabilities().to_device(Device::Cpu);
         let labels = self.splits.test.labels.to_device(Device::Cpu);
-        write_atomically(&dir.join("predictions.safetensors"), |p| {
-            Ok(Tensor::write_safetensors(
-                &[("probs", &probs), ("labels", &labels)],
-                p,
-            )?)
+        let path = dir.join(Artifact::Predictions.file_name());
+        stdx::fs::write_atomically_to_path(&path, |p| {
+            Tensor::write_safetensors(&[("probs", &probs), ("labels", &labels)], p)
         })
+        .map_err(|e| written(&path, e))
     }
 }
 
-/// Writes through `write` to a hidden temporary name beside `path`, then renames it into
-/// place, so a reader never sees half a file.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("artifact");
-    // Keep the extension last: tch picks the checkpoint format from it.
-    let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// The error of an artifact write: the file system's, with the path, or libtorch's.
+fn written(path: &Path, e: stdx::fs::WriteError<tch::TchError>) -> Error {
+    match e {
+        stdx::fs::WriteError::Io(e) => Error::io(path, e),
+        stdx::fs::WriteError::Write(e) => e.into(),
+    }
 }
 
 /// Mean loss, accuracy and (if asked) softmax probabilities of `net` on `split`, in eval mode.
