@@ -526,14 +526,18 @@ impl Drop for Coordinator {
     }
 }
 
-/// This machine's first non-loopback address (`hostname -I`), which jobs reach it by.
+/// This machine's first IPv4 address beyond loopback (`hostname -I`), as a login node's
+/// would be; 127.0.0.1 on a machine that has none (jobs run on this same machine).
 fn host_address() -> String {
-    let out = Command::new("hostname").arg("-I").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|a| !a.contains(':'))
-        .expect("an IPv4 address from `hostname -I`")
-        .to_owned()
+    let out = Command::new("hostname").arg("-I").output();
+    out.ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find(|a| !a.contains(':'))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned())
 }
 
 #[test]
