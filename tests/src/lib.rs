@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// Held for the whole run of every test that trains or kills processes: on 2 cores, two
 /// training processes side by side slowed each other 16×, so such tests never overlap (the
 /// cheap ones still run in parallel). A test that panicked while holding it does not poison
-/// the others.
+/// the others. The Slurm tests rely on it too: one Slurm (one munge key, one node) at a time.
 pub fn exclusive() -> MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())

@@ -18,13 +18,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tests::{bin, free_port, repo, sql, Lines};
-
-/// Training in these tests must not share the 2 cores with another of them, and there is one
-/// Slurm (one munge key, one node name) at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const SUBSET: [&str; 4] = ["--train-limit", "2000", "--test-limit", "400"];
 
@@ -336,7 +331,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn sweep_sbatch_runs_the_smoke_sweep_on_two_cpus() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     if !can_run("sweep_sbatch_runs_the_smoke_sweep_on_two_cpus") {
         return;
     }
@@ -420,7 +415,7 @@ epochs = 8
 
 #[test]
 fn interrupted_sweep_resumes_with_every_epoch_once() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     if !can_run("interrupted_sweep_resumes_with_every_epoch_once") {
         return;
     }
@@ -542,7 +537,7 @@ fn host_address() -> String {
 
 #[test]
 fn workers_sbatch_array_joins_a_coordinator_outside_slurm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _exclusive = tests::exclusive();
     if !can_run("workers_sbatch_array_joins_a_coordinator_outside_slurm") {
         return;
     }

@@ -5,16 +5,21 @@
 //! Tests that train or kill processes hold [`tests::exclusive`] for their whole run, so that
 //! no two of them share the 2 cores of a CI machine (side by side, training ran 16× slower).
 //!
+//! - `deploy`: the Kubernetes overlays, Dockerfile, systemd units and Prometheus configs
+//!   checked with kubectl, kubernetes-validate, hadolint, systemd-analyze and promtool;
 //! - `e2e`: `coordinator run` with local workers, remote workers, bad input, the lab4 table;
 //! - `faults`: workers and the coordinator `kill -9`ed mid-sweep; `--slots`;
 //! - `netns`: a worker's link cut in network namespaces (root);
 //! - `load`: 200 simulated workers and a `kill -9`;
 //! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
-//! - `security_e2e`: token and TLS through the binaries.
+//! - `security_e2e`: token and TLS through the binaries;
+//! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
 
+mod deploy;
 mod e2e;
 mod faults;
 mod load;
 mod local_workers;
 mod netns;
 mod security_e2e;
+mod slurm;
