@@ -180,8 +180,9 @@ fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
     // `status` reads the results folder.
     let st = coordinator().arg("status").arg(&results).output().unwrap();
     assert_ok(&st);
+    // The summary is the last line, ended like every other.
     assert!(String::from_utf8_lossy(&st.stdout)
-        .contains("4 trials: 4 finished, 0 running, 0 queued, 0 failed"));
+        .ends_with("4 trials: 4 finished, 0 running, 0 queued, 0 failed\n"));
 }
 
 /// Waits for a line containing `needle` on `child`'s stderr, returning it; the rest of the
