@@ -177,7 +177,6 @@ impl Page<'_> {
     fn best_section(&self, h: &mut String) {
         let b = self.best;
         let hp = self.hparams;
-        let r = &self.scored.report;
         let _ = writeln!(
             h,
             "<h2>Best trial: <code>{}</code> ({})</h2>",
@@ -191,6 +190,15 @@ impl Page<'_> {
                 esc(n)
             );
         }
+        self.hyperparameter_table(h);
+        self.selected_epoch_table(h);
+        self.classification_table(h);
+        h.push_str("<p>Files: <code>classification_report.csv</code>, <code>classification_report.md</code>, <code>confusion_matrix.csv</code>, <code>predictions.parquet</code>, <code>hardest.csv</code>, <code>best/model.safetensors</code>, <code>best/config.json</code>.</p>\n");
+    }
+
+    /// The best trial's hyperparameters.
+    fn hyperparameter_table(&self, h: &mut String) {
+        let hp = self.hparams;
         h.push_str(
             "<table><tr><th class=\"l\">hyperparameter</th><th class=\"l\">value</th></tr>\n",
         );
@@ -213,8 +221,14 @@ impl Page<'_> {
                 esc(&v)
             );
         }
-        h.push_str("</table>\n<table><tr><th class=\"l\">metric</th><th>value</th></tr>\n");
-        let e = b.best;
+        h.push_str("</table>\n");
+    }
+
+    /// The selected epoch's metrics and the saved model's scores.
+    fn selected_epoch_table(&self, h: &mut String) {
+        let r = &self.scored.report;
+        h.push_str("<table><tr><th class=\"l\">metric</th><th>value</th></tr>\n");
+        let e = self.best.best;
         let metrics: [(&str, String); 9] = [
             (
                 "selected epoch",
@@ -250,7 +264,13 @@ impl Page<'_> {
         for (k, v) in metrics {
             let _ = writeln!(h, "<tr><td class=\"l\">{k}</td><td>{v}</td></tr>");
         }
-        h.push_str("</table>\n<h3>Classification report (test set)</h3>\n");
+        h.push_str("</table>\n");
+    }
+
+    /// Per-class precision, recall and F1, as scikit-learn's `classification_report`.
+    fn classification_table(&self, h: &mut String) {
+        let r = &self.scored.report;
+        h.push_str("<h3>Classification report (test set)</h3>\n");
         h.push_str("<table><tr><th class=\"l\">class</th><th>precision</th><th>recall</th><th>f1-score</th><th>support</th></tr>\n");
         for (n, s) in r.names.iter().zip(&r.classes) {
             let _ = writeln!(
@@ -279,7 +299,7 @@ impl Page<'_> {
                 s.precision, s.recall, s.f1, s.support
             );
         }
-        h.push_str("</table>\n<p>Files: <code>classification_report.csv</code>, <code>classification_report.md</code>, <code>confusion_matrix.csv</code>, <code>predictions.parquet</code>, <code>hardest.csv</code>, <code>best/model.safetensors</code>, <code>best/config.json</code>.</p>\n");
+        h.push_str("</table>\n");
     }
 
     fn ranking_table(&self, h: &mut String) {

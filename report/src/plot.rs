@@ -306,35 +306,39 @@ pub(crate) fn confusion(
             TextStyle::from((FONT, 16).into_font().transform(FontTransform::Rotate270))
                 .pos(Pos::new(HPos::Center, VPos::Center)),
         ))?;
-        // Colour bar.
-        let (bx, bw) = (left + k * cell + 30, 22);
-        let bh = k * cell;
-        for i in 0..bh {
-            let frac = 1.0 - i as f64 / (bh - 1).max(1) as f64;
-            root.draw(&Rectangle::new(
-                [(bx, top + i), (bx + bw, top + i + 1)],
-                blues(frac).filled(),
-            ))?;
-        }
-        root.draw(&Rectangle::new(
-            [(bx, top), (bx + bw, top + bh)],
-            BLACK.stroke_width(1),
-        ))?;
-        for j in 0..=4 {
-            let v = max * j as f64 / 4.0;
-            let y = top + bh - (bh as f64 * j as f64 / 4.0).round() as i32;
-            root.draw(&PathElement::new(
-                vec![(bx + bw, y), (bx + bw + 5, y)],
-                BLACK,
-            ))?;
-            root.draw(&Text::new(
-                format!("{}", v.round() as u64),
-                (bx + bw + 8, y),
-                TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
-            ))?;
-        }
-        Ok(())
+        colour_bar(root, (left + k * cell + 30, top), k * cell, max)
     })
+}
+
+/// The colour scale of the confusion matrix: `height` pixels from `max` (top) to 0, at
+/// `(x, top)`, with five ticks.
+fn colour_bar(root: &Area<'_>, (bx, top): (i32, i32), bh: i32, max: f64) -> PResult {
+    let bw = 22;
+    for i in 0..bh {
+        let frac = 1.0 - i as f64 / (bh - 1).max(1) as f64;
+        root.draw(&Rectangle::new(
+            [(bx, top + i), (bx + bw, top + i + 1)],
+            blues(frac).filled(),
+        ))?;
+    }
+    root.draw(&Rectangle::new(
+        [(bx, top), (bx + bw, top + bh)],
+        BLACK.stroke_width(1),
+    ))?;
+    for j in 0..=4 {
+        let v = max * j as f64 / 4.0;
+        let y = top + bh - (bh as f64 * j as f64 / 4.0).round() as i32;
+        root.draw(&PathElement::new(
+            vec![(bx + bw, y), (bx + bw + 5, y)],
+            BLACK,
+        ))?;
+        root.draw(&Text::new(
+            format!("{}", v.round() as u64),
+            (bx + bw + 8, y),
+            TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+    }
+    Ok(())
 }
 
 /// One hard sample: 28×28 pixels and the lines of text above it.

@@ -92,30 +92,7 @@ pub fn rank(
     let mut out: Vec<RankedTrial> = trials
         .into_iter()
         .zip(ineligible)
-        .map(|((row, epochs), ineligible)| {
-            let best = best_epoch(used, &epochs).copied();
-            let (score, tie) = match best.and_then(|e| Score::of(used, &e)) {
-                Some(s) => (Some(s.value), s.tie),
-                // No epoch rows: fall back on the trial table's summary columns.
-                None => (
-                    match used {
-                        Metric::ValAcc => row.best_val_acc,
-                        Metric::TestAcc => row.test_acc,
-                        _ => None,
-                    },
-                    None,
-                ),
-            };
-            RankedTrial {
-                row,
-                epochs,
-                rank: None,
-                ineligible,
-                best,
-                score,
-                tie,
-            }
-        })
+        .map(|((row, epochs), ineligible)| scored(row, epochs, ineligible, used))
         .collect();
     out.sort_by(|a, b| {
         let eligible = a.ineligible.is_some().cmp(&b.ineligible.is_some());
@@ -151,6 +128,36 @@ pub fn rank(
         requested,
         used,
         test_set_note,
+    }
+}
+
+/// A trial at its best epoch on `used`, or, with no epoch rows, by the trial table's summary.
+fn scored(
+    row: TrialRow,
+    epochs: Vec<EpochRow>,
+    ineligible: Option<String>,
+    used: SelectionMetric,
+) -> RankedTrial {
+    let best = best_epoch(used, &epochs).copied();
+    let (score, tie) = match best.and_then(|e| Score::of(used, &e)) {
+        Some(s) => (Some(s.value), s.tie),
+        None => (
+            match used {
+                Metric::ValAcc => row.best_val_acc,
+                Metric::TestAcc => row.test_acc,
+                _ => None,
+            },
+            None,
+        ),
+    };
+    RankedTrial {
+        row,
+        epochs,
+        rank: None,
+        ineligible,
+        best,
+        score,
+        tie,
     }
 }
 

@@ -2,6 +2,8 @@
 //! `predictions.safetensors` and `config.json`. `model.safetensors` is only ever copied.
 
 use crate::error::{Error, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
 /// Classes of Fashion-MNIST: columns of `probs`.
@@ -30,7 +32,6 @@ impl Predictions {
 /// Reads `predictions.safetensors`: `probs` (F32 `[N, 10]`, rows summing to 1) and `labels`
 /// (I64 `[N]`, values 0..=9; I32 and U8 are accepted too).
 pub fn read_predictions(path: &Path) -> Result<Predictions> {
-    use safetensors::{Dtype, SafeTensors};
     let k = NUM_CLASSES;
     let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -66,18 +67,25 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let raw_labels: Vec<i64> = match labels_t.dtype() {
-        Dtype::I64 => labels_t
+    let labels = labels(path, &labels_t)?;
+    check_probabilities(path, &probs)?;
+    Ok(Predictions { probs, labels })
+}
+
+/// The labels, of any integer dtype a writer may choose, each a class index.
+fn labels(path: &Path, t: &TensorView<'_>) -> Result<Vec<usize>> {
+    let raw: Vec<i64> = match t.dtype() {
+        Dtype::I64 => t
             .data()
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect(),
-        Dtype::I32 => labels_t
+        Dtype::I32 => t
             .data()
             .chunks_exact(4)
             .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
             .collect(),
-        Dtype::U8 => labels_t.data().iter().map(|&b| i64::from(b)).collect(),
+        Dtype::U8 => t.data().iter().map(|&b| i64::from(b)).collect(),
         other => {
             return Err(Error::invalid(
                 path,
@@ -85,17 +93,20 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
             ))
         }
     };
-    let mut labels = Vec::with_capacity(n);
-    for (i, &l) in raw_labels.iter().enumerate() {
-        if !(0..k as i64).contains(&l) {
-            return Err(Error::invalid(
-                path,
-                format!("labels[{i}] = {l}, expected 0..={}", k - 1),
-            ));
-        }
-        labels.push(l as usize);
-    }
-    for (i, row) in probs.chunks_exact(k).enumerate() {
+    let k = NUM_CLASSES as i64;
+    raw.iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            usize::try_from(l).ok().filter(|_| l < k).ok_or_else(|| {
+                Error::invalid(path, format!("labels[{i}] = {l}, expected 0..={}", k - 1))
+            })
+        })
+        .collect()
+}
+
+/// Every row is a probability distribution: finite, non-negative, summing to 1.
+fn check_probabilities(path: &Path, probs: &[f32]) -> Result<()> {
+    for (i, row) in probs.chunks_exact(NUM_CLASSES).enumerate() {
         if row.iter().any(|p| !p.is_finite() || *p < 0.0) {
             return Err(Error::invalid(
                 path,
@@ -110,7 +121,7 @@ pub fn read_predictions(path: &Path) -> Result<Predictions> {
             ));
         }
     }
-    Ok(Predictions { probs, labels })
+    Ok(())
 }
 
 /// The `hparams` of an artifact's `config.json` (other keys are ignored).

@@ -341,39 +341,9 @@ async fn main() -> Result<()> {
     if args.workers == 0 || !(args.seconds.is_finite() && args.seconds > 0.0) {
         bail!("--workers must be at least 1 and --seconds a number > 0");
     }
-    let token = match &args.token_file {
-        Some(path) => {
-            let raw = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let value = MetadataValue::try_from(format!("Bearer {}", raw.trim()))
-                .context("the token must be printable ASCII")?;
-            Token(Some(value))
-        }
-        None => Token(None),
-    };
-    let patience = Duration::from_secs_f64(args.connect_timeout.max(0.0));
-
+    let token = read_token(args.token_file.as_deref())?;
     // Connect and register every worker before the clock starts.
-    let mut setups = Vec::with_capacity(args.workers);
-    for i in 0..args.workers {
-        let (url, token) = (args.coordinator.clone(), token.clone());
-        setups.push(tokio::spawn(async move {
-            let mut client = connect(&url, &token, patience).await?;
-            let (id, every) = register(&mut client, i)
-                .await
-                .map_err(|s| anyhow::anyhow!("register: {} {}", s.code(), s.message()))?;
-            Ok::<_, anyhow::Error>((client, id, every))
-        }));
-    }
-    let mut ready = Vec::with_capacity(args.workers);
-    let mut setup_errors = Vec::new();
-    for (i, h) in setups.into_iter().enumerate() {
-        match h.await.expect("setup task") {
-            Ok(r) => ready.push((i, r)),
-            Err(e) => setup_errors.push(format!("worker {i}: {e:#}")),
-        }
-    }
-
+    let (ready, setup_errors) = register_all(&args, &token).await;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         deadline: start + Duration::from_secs_f64(args.seconds),
@@ -390,46 +360,8 @@ async fn main() -> Result<()> {
         all.push(h.await.expect("worker task"));
     }
     let elapsed = start.elapsed().as_secs_f64();
-
-    let sum = |f: fn(&Stats) -> u64| all.iter().map(f).sum::<u64>();
-    let (leases, finishes) = (sum(|s| s.leases), sum(|s| s.finishes));
-    let (acked, duplicates, waits) = (
-        sum(|s| s.reports_acked),
-        sum(|s| s.duplicates),
-        sum(|s| s.waits),
-    );
-    let heartbeat_errors = shared.heartbeat_errors.load(Ordering::Relaxed);
-    let errors = sum(|s| s.errors) + heartbeat_errors + setup_errors.len() as u64;
-    let mut report_us: Vec<u64> = all
-        .iter()
-        .flat_map(|s| s.report_us.iter().copied())
-        .collect();
-    let mut lease_us: Vec<u64> = all
-        .iter()
-        .flat_map(|s| s.lease_us.iter().copied())
-        .collect();
-    report_us.sort_unstable();
-    lease_us.sort_unstable();
-    let mut keys = HashSet::with_capacity(acked as usize);
-    let mut double_acked = 0u64;
-    for s in &all {
-        for k in &s.acked {
-            if !keys.insert(k) {
-                double_acked += 1;
-            }
-        }
-    }
     if let Some(path) = &args.acked_out {
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        writeln!(out, "trial_id,epoch")?;
-        for s in &all {
-            for (trial, epoch) in &s.acked {
-                writeln!(out, "{trial},{epoch}")?;
-            }
-        }
-        out.flush()?;
+        write_acked(path, &all)?;
     }
     for e in setup_errors
         .iter()
@@ -438,20 +370,108 @@ async fn main() -> Result<()> {
     {
         eprintln!("loadgen: error: {e}");
     }
+    let heartbeat_errors = shared.heartbeat_errors.load(Ordering::Relaxed);
     if heartbeat_errors > 0 {
         eprintln!("loadgen: {heartbeat_errors} heartbeats failed");
     }
-    let summary = serde_json::json!({
+    let failures = heartbeat_errors + setup_errors.len() as u64;
+    let summary = summarize(&args, &all, &shared, elapsed, failures);
+    println!("{summary}");
+    if summary["errors"].as_u64() != Some(0) || summary["double_acked"].as_u64() != Some(0) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The `authorization` header of every call, from `--token-file`.
+fn read_token(path: Option<&std::path::Path>) -> Result<Token> {
+    let Some(path) = path else {
+        return Ok(Token(None));
+    };
+    let raw =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value = MetadataValue::try_from(format!("Bearer {}", raw.trim()))
+        .context("the token must be printable ASCII")?;
+    Ok(Token(Some(value)))
+}
+
+/// A registered worker: its client, id and heartbeat interval.
+type Ready = (usize, (Client, String, Duration));
+
+/// Connects and registers `--workers` simulated workers at once; returns those that are
+/// ready and why the others are not.
+async fn register_all(args: &Args, token: &Token) -> (Vec<Ready>, Vec<String>) {
+    let patience = Duration::from_secs_f64(args.connect_timeout.max(0.0));
+    let mut setups = Vec::with_capacity(args.workers);
+    for i in 0..args.workers {
+        let (url, token) = (args.coordinator.clone(), token.clone());
+        setups.push(tokio::spawn(async move {
+            let mut client = connect(&url, &token, patience).await?;
+            let (id, every) = register(&mut client, i)
+                .await
+                .map_err(|s| anyhow::anyhow!("register: {} {}", s.code(), s.message()))?;
+            Ok::<_, anyhow::Error>((client, id, every))
+        }));
+    }
+    let mut ready = Vec::with_capacity(args.workers);
+    let mut errors = Vec::new();
+    for (i, h) in setups.into_iter().enumerate() {
+        match h.await.expect("setup task") {
+            Ok(r) => ready.push((i, r)),
+            Err(e) => errors.push(format!("worker {i}: {e:#}")),
+        }
+    }
+    (ready, errors)
+}
+
+/// `--acked-out`: every acknowledged (trial, epoch), as CSV.
+fn write_acked(path: &std::path::Path, all: &[Stats]) -> Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(out, "trial_id,epoch")?;
+    for s in all {
+        for (trial, epoch) in &s.acked {
+            writeln!(out, "{trial},{epoch}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The one JSON line loadgen prints: counts, rates and latency quantiles.
+fn summarize(
+    args: &Args,
+    all: &[Stats],
+    shared: &Shared,
+    elapsed: f64,
+    other_errors: u64,
+) -> serde_json::Value {
+    let sum = |f: fn(&Stats) -> u64| all.iter().map(f).sum::<u64>();
+    let acked = sum(|s| s.reports_acked);
+    let sorted = |f: fn(&Stats) -> &Vec<u64>| {
+        let mut v: Vec<u64> = all.iter().flat_map(|s| f(s).iter().copied()).collect();
+        v.sort_unstable();
+        v
+    };
+    let (report_us, lease_us) = (sorted(|s| &s.report_us), sorted(|s| &s.lease_us));
+    let mut keys = HashSet::with_capacity(acked as usize);
+    let double_acked = all
+        .iter()
+        .flat_map(|s| &s.acked)
+        .filter(|k| !keys.insert(*k))
+        .count();
+    serde_json::json!({
         "workers": args.workers,
         "seconds": args.seconds,
         "elapsed_s": round3(elapsed),
         "reports_acked": acked,
         "reports_per_s": round3(acked as f64 / elapsed),
-        "leases": leases,
-        "finishes": finishes,
-        "duplicates": duplicates,
+        "leases": sum(|s| s.leases),
+        "finishes": sum(|s| s.finishes),
+        "duplicates": sum(|s| s.duplicates),
         "double_acked": double_acked,
-        "waits": waits,
+        "waits": sum(|s| s.waits),
         "heartbeats": shared.heartbeats.load(Ordering::Relaxed),
         "p50_ms": quantile_ms(&report_us, 0.50),
         "p99_ms": quantile_ms(&report_us, 0.99),
@@ -460,11 +480,6 @@ async fn main() -> Result<()> {
         "lease_p99_ms": quantile_ms(&lease_us, 0.99),
         "checkpoint_bytes": args.checkpoint_bytes,
         "done": all.iter().any(|s| s.done),
-        "errors": errors,
-    });
-    println!("{summary}");
-    if errors > 0 || double_acked > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+        "errors": sum(|s| s.errors) + other_errors,
+    })
 }
