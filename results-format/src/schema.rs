@@ -87,14 +87,7 @@ pub fn trials() -> SchemaRef {
 
 /// The metric columns of the epoch files, in order. Validation columns are null without a
 /// validation split.
-pub const METRICS: [Metric; 6] = [
-    Metric::TrainLoss,
-    Metric::TrainAcc,
-    Metric::ValLoss,
-    Metric::ValAcc,
-    Metric::TestLoss,
-    Metric::TestAcc,
-];
+pub const METRICS: [Metric; 6] = Metric::ALL;
 
 /// The schema of every `epochs/*.parquet` file.
 pub fn epochs() -> SchemaRef {

@@ -85,12 +85,7 @@ pub fn write_atomically_with<E>(
         std::fs::rename(&tmp, dest)?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    sync_parent(dest);
-    Ok(())
+    settle(result, &tmp, dest)
 }
 
 /// Like [`write_atomically_with`] for a writer that takes a path and picks the format from
@@ -106,8 +101,14 @@ pub fn write_atomically_to_path<E>(
         std::fs::rename(&tmp, dest)?;
         Ok(())
     })();
+    settle(result, &tmp, dest)
+}
+
+/// After a write through `tmp`: on error, `tmp` is removed; on success the rename to `dest`
+/// is made durable.
+fn settle<E>(result: Result<(), E>, tmp: &Path, dest: &Path) -> Result<(), E> {
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return result;
     }
     sync_parent(dest);

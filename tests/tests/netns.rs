@@ -140,15 +140,11 @@ impl Drop for Topology {
 
 /// Whether this machine can build the topology at all; `Err` says why not.
 fn netns_available() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
-    if uid.as_deref() != Some("0") {
+    let uid = tests::effective_uid();
+    if uid != Some(0) {
         return Err(format!(
             "not root (effective uid {})",
-            uid.as_deref().unwrap_or("unknown")
+            uid.map_or("unknown".into(), |u| u.to_string())
         ));
     }
     let probe = format!("hs{}probe", std::process::id());
