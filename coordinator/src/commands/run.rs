@@ -84,15 +84,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let state = SweepState::open(sweep.trials.clone(), config)?;
     announce(&sweep, &state, &dir, addr);
 
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service::serve(
-        listener,
-        Arc::clone(&state),
-        security,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = service::spawn(listener, Arc::clone(&state), security);
     let started = Instant::now();
     let mut workers = LocalWorkers::start(
         &args,
@@ -111,13 +103,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .finish_results()
         .await
         .context("writing the final results")?;
-    let _ = stop_server.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(5), server.stop());
     // Workers that are still there got `Done` or will see their stdin close.
     workers.stop().await;
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => warn!(error = %e, "server stopped with an error"),
-        Ok(Err(e)) => warn!(error = %e, "server task failed"),
-        _ => {}
+    if let Ok(Err(e)) = stopped.await {
+        warn!(error = %e, "server stopped with an error");
     }
     outcome?;
 

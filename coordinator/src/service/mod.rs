@@ -20,7 +20,7 @@ pub mod state;
 pub mod validate;
 
 pub use handlers::CoordinatorService;
-pub use server::serve;
+pub use server::{serve, spawn, Running};
 pub use state::SweepState;
 
 use crate::store::StoreError;
@@ -41,6 +41,8 @@ pub enum ServiceError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving grpc: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the server task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -10,6 +10,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
+/// A [`serve`] running on a task of its own, until [`Running::stop`].
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Starts [`serve`] on a task of its own.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    state: Arc<SweepState>,
+    security: crate::security::ServerSecurity,
+) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, security, async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    /// Asks the server to stop, now, and returns the wait for it: the error is serving's,
+    /// or the task's.
+    pub fn stop(self) -> impl Future<Output = Result<()>> {
+        let _ = self.stop.send(());
+        async move {
+            self.task
+                .await
+                .map_err(|e| super::ServiceError::Task(e.to_string()))?
+        }
+    }
+}
+
 /// Serves the coordinator, gRPC health (`sweep.v1.Coordinator` SERVING) and reflection on
 /// `listener` until `shutdown` completes, expiring lapsed leases every quarter lease timeout.
 ///

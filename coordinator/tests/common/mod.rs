@@ -16,8 +16,7 @@ pub struct Sandbox {
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
     pub state: Arc<SweepState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<service::Result<()>>,
+    server: service::Running,
 }
 
 impl Sandbox {
@@ -47,20 +46,11 @@ impl Sandbox {
         let state = SweepState::open(trials, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(service::serve(
-            listener,
-            Arc::clone(&state),
-            security,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let server = service::spawn(listener, Arc::clone(&state), security);
         Sandbox {
             addr,
             dir,
             state,
-            stop: Some(stop),
             server,
         }
     }
@@ -85,11 +75,8 @@ impl Sandbox {
     }
 
     /// Shuts the server down and fails the test if serving failed.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.await.unwrap().unwrap();
+    pub async fn stop(self) {
+        self.server.stop().await.unwrap();
     }
 }
 
