@@ -130,7 +130,8 @@ impl Parzen {
                 .iter()
                 .map(|&k| {
                     let (mu, sigma) = (mus[k], sigmas[k]);
-                    let z = truncnorm::ppf(draws.uniform(), (low - mu) / sigma, (high - mu) / sigma);
+                    let z =
+                        truncnorm::ppf(draws.uniform(), (low - mu) / sigma, (high - mu) / sigma);
                     let t = (z * sigma + mu).clamp(*low, *high);
                     let x = if *log { t.exp() } else { t };
                     match int {
@@ -164,10 +165,7 @@ impl Parzen {
                             truncnorm::log_gauss_mass(
                                 (t(x - 0.5) - mu) / sigma,
                                 (t(x + 0.5) - mu) / sigma,
-                            ) - truncnorm::log_gauss_mass(
-                                (low - mu) / sigma,
-                                (high - mu) / sigma,
-                            )
+                            ) - truncnorm::log_gauss_mass((low - mu) / sigma, (high - mu) / sigma)
                         } else {
                             truncnorm::log_pdf(t(x), mu, sigma, *low, *high)
                         }
@@ -278,6 +276,107 @@ mod tests {
     }
 
     #[test]
+    fn log_densities_equal_optunas() {
+        // Golden values: Optuna 5.0.0's `_ParzenEstimator(...).log_pdf` with prior_weight 1,
+        // magic clip on, endpoints off, default_weights, for the same observations and points
+        // (printed by search/golden/optuna_parzen.py).
+        let many: Vec<f64> = linspace(0.0, 1.0, 30).iter().map(|x| x * x).collect();
+        let int = |lo, hi, log| Distribution::Int { lo, hi, log };
+        // (distribution, observations, points, Optuna's log-density at each point)
+        type Case<'a> = (Distribution, &'a [f64], &'a [f64], &'a [f64]);
+        let cases: [Case<'_>; 7] = [
+            (
+                Distribution::Uniform { lo: 0.0, hi: 0.5 },
+                &[0.1, 0.35, 0.2, 0.21],
+                &[0.0, 0.05, 0.2, 0.33, 0.5],
+                &[
+                    0.251115551101301,
+                    0.6307034764323552,
+                    1.0318558063451981,
+                    0.6544496416598895,
+                    -0.1899452824242256,
+                ],
+            ),
+            (
+                Distribution::LogUniform { lo: 1e-3, hi: 1.0 },
+                &[0.01, 0.05, 0.5],
+                &[1e-3, 0.003, 0.04, 0.9, 1.0],
+                &[
+                    -2.642327620752593,
+                    -2.15171819212334,
+                    -1.7551034622429071,
+                    -2.071407168902737,
+                    -2.0926182487447305,
+                ],
+            ),
+            (
+                int(16, 256, true),
+                &[32.0, 100.0, 101.0, 250.0],
+                &[16.0, 31.0, 99.0, 256.0],
+                &[
+                    -4.435604661355805,
+                    -4.691351557703804,
+                    -5.423588790570879,
+                    -6.495850700442913,
+                ],
+            ),
+            (
+                int(1, 5, false),
+                &[2.0, 2.0, 5.0],
+                &[1.0, 2.0, 3.0, 5.0],
+                &[
+                    -1.6335859270253217,
+                    -1.378150549104864,
+                    -1.4920205134885605,
+                    -1.8886510399885927,
+                ],
+            ),
+            (
+                Distribution::Choice { n: 4 },
+                &[3.0, 3.0, 0.0],
+                &[0.0, 1.0, 2.0, 3.0],
+                &[
+                    -1.268511325463507,
+                    -1.8562979903656256,
+                    -1.8562979903656256,
+                    -0.9007865453381897,
+                ],
+            ),
+            (
+                Distribution::Uniform { lo: 0.0, hi: 1.0 },
+                &many,
+                &[0.0, 0.3, 0.7, 1.0],
+                &[
+                    0.8596571270074813,
+                    -0.04067093147175427,
+                    -0.4433508270123523,
+                    -0.47535696608139916,
+                ],
+            ),
+            (
+                Distribution::Uniform { lo: -2.0, hi: 3.0 },
+                &[],
+                &[-2.0, 0.5, 3.0],
+                &[
+                    -1.6934601119431507,
+                    -1.5684601119431507,
+                    -1.6934601119431507,
+                ],
+            ),
+        ];
+        for (dist, observed, xs, want) in cases {
+            let p = Parzen::new(&dist, observed, 1.0);
+            for (&x, &w) in xs.iter().zip(want) {
+                let got = p.log_pdf(x);
+                assert!(
+                    (got - w).abs() < 1e-12,
+                    "{dist:?} at {x}: {got} vs Optuna's {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn kernel_widths_follow_optunas_neighbour_rule() {
         // Observations 0.2, 0.5, 0.6 on [0, 1]: gaps to neighbours (ends included) are
         // 0.2|0.3, 0.3|0.1, 0.1|0.4. Without endpoints the first takes its right gap 0.3 and
@@ -315,7 +414,9 @@ mod tests {
         };
         let p = Parzen::new(&int, &[32.0, 100.0, 101.0, 250.0], 1.0);
         let xs = p.sample(&mut draws, 500);
-        assert!(xs.iter().all(|&x| (16.0..=256.0).contains(&x) && x.fract() == 0.0));
+        assert!(xs
+            .iter()
+            .all(|&x| (16.0..=256.0).contains(&x) && x.fract() == 0.0));
         // Masses of all integers sum to 1.
         let total: f64 = (16..=256).map(|k| p.log_pdf(k as f64).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");

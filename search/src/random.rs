@@ -171,8 +171,8 @@ mod tests {
     fn draws_stay_in_range_and_cover_it() {
         let space = lab_space();
         let mut seen = HashSet::new();
-        let all = RandomSearch::draw_all(space.clone(), 7, "exp", 2000, distinct(&mut seen))
-            .unwrap();
+        let all =
+            RandomSearch::draw_all(space.clone(), 7, "exp", 2000, distinct(&mut seen)).unwrap();
         assert!(all.iter().all(|c| space.contains(c)));
         let column = |i: usize| all.iter().map(move |c| c[i].as_f64());
         // Log-uniform: about a third of the draws in each decade of [0.001, 1).

@@ -40,7 +40,9 @@ impl Distribution {
             Distribution::Uniform { lo, hi } | Distribution::LogUniform { lo, hi } => {
                 let kind = self.kind();
                 if !(lo.is_finite() && hi.is_finite()) {
-                    Some(format!("{kind} bounds must be finite numbers, got [{lo}, {hi}]"))
+                    Some(format!(
+                        "{kind} bounds must be finite numbers, got [{lo}, {hi}]"
+                    ))
                 } else if lo >= hi {
                     Some(format!(
                         "{kind} needs lo < hi, got [{lo}, {hi}] (for a single value write the value itself)"
@@ -192,12 +194,10 @@ impl Space {
     /// caller adds which experiment it is).
     pub fn check_capacity(&self, trials: u64) -> Result<()> {
         match self.configurations() {
-            Some(available) if available < u128::from(trials) => {
-                Err(Error::TooFewConfigurations {
-                    available,
-                    wanted: trials,
-                })
-            }
+            Some(available) if available < u128::from(trials) => Err(Error::TooFewConfigurations {
+                available,
+                wanted: trials,
+            }),
             _ => Ok(()),
         }
     }
@@ -255,7 +255,13 @@ mod tests {
     fn bad_distributions_name_the_parameter_and_the_rule() {
         let cases = [
             (Distribution::Uniform { lo: 1.0, hi: 1.0 }, "lo < hi"),
-            (Distribution::Uniform { lo: 0.0, hi: f64::NAN }, "finite"),
+            (
+                Distribution::Uniform {
+                    lo: 0.0,
+                    hi: f64::NAN,
+                },
+                "finite",
+            ),
             (Distribution::LogUniform { lo: 0.0, hi: 1.0 }, "lo > 0"),
             (Distribution::LogUniform { lo: 2.0, hi: 1.0 }, "lo < hi"),
             (

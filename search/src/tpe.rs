@@ -204,7 +204,10 @@ fn split<'a>(
         .collect();
     // Stable sorts, best first, as Python's `sorted` (with `reverse=True` for max).
     complete.sort_by(|&i, &j| {
-        let (a, b) = (mode.signed(observations[i].value), mode.signed(observations[j].value));
+        let (a, b) = (
+            mode.signed(observations[i].value),
+            mode.signed(observations[j].value),
+        );
         b.total_cmp(&a)
     });
     stopped.sort_by(|&i, &j| {
@@ -218,7 +221,10 @@ fn split<'a>(
     let from_complete = n_below.min(complete.len());
     let from_stopped = (n_below - from_complete).min(stopped.len());
     let mut is_below = vec![false; observations.len()];
-    for &i in complete[..from_complete].iter().chain(&stopped[..from_stopped]) {
+    for &i in complete[..from_complete]
+        .iter()
+        .chain(&stopped[..from_stopped])
+    {
         is_below[i] = true;
     }
     let (mut below, mut above) = (Vec::new(), Vec::new());
@@ -230,4 +236,167 @@ fn split<'a>(
         }
     }
     (below, above)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::RandomSearch;
+    use crate::space::Param;
+    use std::collections::HashSet;
+
+    fn obs(x: f64, value: f64, stopped_at: Option<u32>) -> Observation {
+        Observation {
+            config: vec![Value::Float(x)],
+            value,
+            stopped_at,
+        }
+    }
+
+    fn line(lo: f64, hi: f64) -> Space {
+        Space::new(vec![Param::new("x", Distribution::Uniform { lo, hi })]).unwrap()
+    }
+
+    #[test]
+    fn gamma_is_optunas() {
+        let got: Vec<usize> = [0, 1, 10, 11, 40, 249, 250, 1000].map(gamma).to_vec();
+        assert_eq!(got, vec![0, 1, 1, 2, 4, 25, 25, 25]);
+    }
+
+    #[test]
+    fn the_split_takes_the_best_completed_then_the_furthest_stopped() {
+        // Max mode, 4 below. Completed: #0 0.5, #2 0.9, #4 0.7 → all three below (best first:
+        // #2, #4, #0). One more from the stopped: #1 stopped at 3 with 0.8, #3 at 5 with 0.2,
+        // #5 at 5 with 0.6: the furthest first, then the better: #5 (5, 0.6) before #3.
+        let all = [
+            obs(0.0, 0.5, None),
+            obs(1.0, 0.8, Some(3)),
+            obs(2.0, 0.9, None),
+            obs(3.0, 0.2, Some(5)),
+            obs(4.0, 0.7, None),
+            obs(5.0, 0.6, Some(5)),
+        ];
+        let refs: Vec<&Observation> = all.iter().collect();
+        let xs = |group: Vec<&Observation>| -> Vec<f64> {
+            group.iter().map(|o| o.config[0].as_f64()).collect()
+        };
+        let (below, above) = split(&refs, 4, Mode::Max);
+        assert_eq!(xs(below), vec![0.0, 2.0, 4.0, 5.0]);
+        assert_eq!(xs(above), vec![1.0, 3.0]);
+        // Min mode, 2 below: the two smallest completed values, #0 0.5 and #4 0.7.
+        let (below, _) = split(&refs, 2, Mode::Min);
+        assert_eq!(xs(below), vec![0.0, 4.0]);
+    }
+
+    /// Runs `trials` sequential trials of `f` (to maximise) on `space`; returns the best value.
+    fn run(space: &Space, seed: u64, trials: u64, tpe: bool, f: impl Fn(&Config) -> f64) -> f64 {
+        let mut seen = HashSet::new();
+        let mut exists = |c: &Config| !seen.insert(format!("{c:?}"));
+        let sampler = Tpe::new(space.clone(), Mode::Max, seed, "exp");
+        let mut random = RandomSearch::new(space.clone(), seed, "exp");
+        let mut history: Vec<Observation> = Vec::new();
+        for i in 0..trials {
+            let config = if tpe {
+                sampler.suggest(i, &history, &mut exists).unwrap()
+            } else {
+                random.next(&mut exists).unwrap()
+            };
+            assert!(space.contains(&config), "{config:?}");
+            let value = f(&config);
+            history.push(Observation {
+                config,
+                value,
+                stopped_at: None,
+            });
+        }
+        history.iter().map(|o| o.value).fold(f64::MIN, f64::max)
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    }
+
+    #[test]
+    fn tpe_beats_random_search_on_a_1d_objective() {
+        // Maximise -(x - 0.3137)² on [-10, 10] in 40 trials, seeds 1..=10. Measured: median
+        // regret 2.3e-3 for TPE, 1.75e-2 for random search (Optuna 5.0 on the same function,
+        // seeds 1..=200: 2.1e-3 for its independent TPE, 2.4e-2 for its random sampler).
+        let space = line(-10.0, 10.0);
+        let f = |c: &Config| -(c[0].as_f64() - 0.3137).powi(2);
+        let regrets = |tpe| median((1..=10).map(|s| -run(&space, s, 40, tpe, f)).collect());
+        let (tpe, random) = (regrets(true), regrets(false));
+        assert!(
+            tpe <= 0.25 * random,
+            "median regret: tpe {tpe:.2e}, random {random:.2e}"
+        );
+    }
+
+    #[test]
+    fn suggestions_are_reproducible_and_in_range() {
+        let space = Space::new(vec![
+            Param::new("lr", Distribution::LogUniform { lo: 1e-3, hi: 1.0 }),
+            Param::new(
+                "hidden",
+                Distribution::Int {
+                    lo: 16,
+                    hi: 256,
+                    log: true,
+                },
+            ),
+            Param::new("arch", Distribution::Choice { n: 3 }),
+        ])
+        .unwrap();
+        let history: Vec<Observation> = (0..15)
+            .map(|i| Observation {
+                config: vec![
+                    Value::Float(0.001 * 1.5f64.powi(i)),
+                    Value::Int(16 + 10 * i64::from(i)),
+                    Value::Choice(i as usize % 3),
+                ],
+                value: f64::from(i % 7),
+                stopped_at: None,
+            })
+            .collect();
+        let tpe = Tpe::new(space.clone(), Mode::Max, 5, "exp");
+        let a = tpe.suggest(15, &history, |_| false).unwrap();
+        assert!(space.contains(&a));
+        assert_eq!(a, tpe.suggest(15, &history, |_| false).unwrap());
+        assert_ne!(a, tpe.suggest(16, &history, |_| false).unwrap());
+        let other_seed = Tpe::new(space.clone(), Mode::Max, 6, "exp");
+        assert_ne!(a, other_seed.suggest(15, &history, |_| false).unwrap());
+        // Fewer than 10 finished trials: random draws, in range too.
+        for i in 0..20 {
+            let c = tpe.suggest(i, &history[..9], |_| false).unwrap();
+            assert!(space.contains(&c));
+        }
+    }
+
+    #[test]
+    fn a_repeated_favourite_gives_way_to_a_new_configuration() {
+        // Three options, 12 trials in turn, option 2 scoring 10 and the others 0: the two
+        // "below" trials are option 2, the ten "above" four of each other option and two of
+        // option 2, so l(2)/g(2) = (5/9) / (5/21) ≈ 2.3 beats l(0)/g(0) = (2/9) / (8/21) ≈ 0.6:
+        // TPE chooses option 2. When option 2 exists the suggestion is another one, and when
+        // all three exist, an error.
+        let space = Space::new(vec![Param::new("c", Distribution::Choice { n: 3 })]).unwrap();
+        let history: Vec<Observation> = (0..12)
+            .map(|i| Observation {
+                config: vec![Value::Choice(i % 3)],
+                value: if i % 3 == 2 { 10.0 } else { 0.0 },
+                stopped_at: None,
+            })
+            .collect();
+        let tpe = Tpe::new(space, Mode::Max, 1, "exp");
+        assert_eq!(
+            tpe.suggest(12, &history, |_| false).unwrap(),
+            vec![Value::Choice(2)]
+        );
+        let fresh = tpe
+            .suggest(12, &history, |c| c[0] == Value::Choice(2))
+            .unwrap();
+        assert_ne!(fresh, vec![Value::Choice(2)]);
+        let err = tpe.suggest(12, &history, |_| true).unwrap_err();
+        assert!(matches!(err, crate::Error::Exhausted { scanned: 3, .. }));
+    }
 }

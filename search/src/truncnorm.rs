@@ -150,14 +150,22 @@ mod tests {
             (-20.5, -214.066_728_963_263_8),
             (-100.0, -5_005.524_208_694_205),
         ] {
-            assert!(close(log_ndtr(a), want, 1e-12), "log_ndtr({a}) = {}", log_ndtr(a));
+            assert!(
+                close(log_ndtr(a), want, 1e-12),
+                "log_ndtr({a}) = {}",
+                log_ndtr(a)
+            );
         }
     }
 
     #[test]
     fn the_mass_of_a_whole_line_is_one_and_of_a_far_interval_is_tiny_but_finite() {
         assert!(log_gauss_mass(-40.0, 40.0).abs() < 1e-15);
-        assert!(close(log_gauss_mass(-1.0, 1.0), 0.682_689_492_137_085_9f64.ln(), 1e-13));
+        assert!(close(
+            log_gauss_mass(-1.0, 1.0),
+            0.682_689_492_137_085_9f64.ln(),
+            1e-13
+        ));
         let far = log_gauss_mass(50.0, 51.0);
         assert!(close(far, -1_254.831_361_139_419_9, 1e-12), "{far}");
         assert!(close(far, log_gauss_mass(-51.0, -50.0), 1e-14));
@@ -165,7 +173,13 @@ mod tests {
 
     #[test]
     fn ppf_inverts_the_truncated_cdf() {
-        for (a, b) in [(-1.0, 2.0), (0.5, 3.0), (-60.0, -58.0), (-0.1, 0.1), (-3.0, 90.0)] {
+        for (a, b) in [
+            (-1.0, 2.0),
+            (0.5, 3.0),
+            (-60.0, -58.0),
+            (-0.1, 0.1),
+            (-3.0, 90.0),
+        ] {
             for q in [1e-9, 0.01, 0.3, 0.5, 0.77, 0.999_999] {
                 let x = ppf(q, a, b);
                 assert!((a..=b).contains(&x), "ppf({q}, {a}, {b}) = {x}");

@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(milestones(&a), vec![9.0, 3.0, 1.0]);
         assert_eq!(a.rung_epochs(), vec![1, 3, 9]);
         // Ray's docstring bracket _Bracket(1, 10, 2, 0): int(ln 10 / ln 2 + 1) = 4 rungs.
-        assert_eq!(milestones(&asha(1, 2.0, 10, Mode::Max)), vec![8.0, 4.0, 2.0, 1.0]);
+        assert_eq!(
+            milestones(&asha(1, 2.0, 10, Mode::Max)),
+            vec![8.0, 4.0, 2.0, 1.0]
+        );
         // A rung at max_t (27 = 3^3) is never a stopping epoch.
         assert_eq!(asha(1, 3.0, 27, Mode::Max).rung_epochs(), vec![1, 3, 9]);
         // grace = max_t: no epoch below max_t to stop at.
@@ -232,7 +235,10 @@ mod tests {
         assert_eq!(nanpercentile(vec![f64::NAN, 1.0, 3.0], 50.0), Some(2.0));
         assert_eq!(nanpercentile(vec![f64::NAN], 50.0), None);
         // (1 - 1/4) · 100 = 75 of [0.1, 0.2, 0.3, 0.4, 0.5]: index 3 → 0.4.
-        assert_eq!(nanpercentile(vec![0.1, 0.2, 0.3, 0.4, 0.5], 75.0), Some(0.4));
+        assert_eq!(
+            nanpercentile(vec![0.1, 0.2, 0.3, 0.4, 0.5], 75.0),
+            Some(0.4)
+        );
     }
 
     #[test]

@@ -73,9 +73,15 @@ impl fmt::Display for Rule {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StopReason {
     /// Worse than the rung's cutoff (the metric's units). `rung` is the rung's milestone.
-    Asha { rung: f64, cutoff: f64 },
+    Asha {
+        rung: f64,
+        cutoff: f64,
+    },
     /// Worse than the median of `samples` other trials' values at the same epoch.
-    Median { median: f64, samples: usize },
+    Median {
+        median: f64,
+        samples: usize,
+    },
     Diverged(Diverged),
 }
 
@@ -93,7 +99,10 @@ impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StopReason::Asha { rung, cutoff } => {
-                write!(f, "asha: worse than the cutoff {cutoff} of the rung at {rung} epochs")
+                write!(
+                    f,
+                    "asha: worse than the cutoff {cutoff} of the rung at {rung} epochs"
+                )
             }
             StopReason::Median { median, samples } => write!(
                 f,
@@ -275,5 +284,250 @@ impl<K: Clone + Eq + Hash> Stopper<K> {
 
     pub fn max_t(&self) -> u32 {
         self.max_t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic;
+
+    fn report(trial: u32, epoch: u32, metric: f64) -> EpochReport<u32> {
+        EpochReport {
+            trial,
+            epoch,
+            metric,
+            train_loss: 1.0 - metric,
+            val_loss: Some(1.0 - metric),
+        }
+    }
+
+    fn rules(asha: bool, median: bool, divergence: bool) -> StopRules {
+        StopRules {
+            asha: asha.then_some(AshaConfig {
+                grace: 1,
+                reduction: 3.0,
+            }),
+            median: median.then_some(MedianConfig::new(2)),
+            divergence: divergence.then_some(DivergenceConfig { factor: 3.0 }),
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_rule() {
+        let err = |r: StopRules, max_t| Stopper::<u32>::new(&r, Mode::Max, max_t).unwrap_err();
+        let asha = |grace, reduction| StopRules {
+            asha: Some(AshaConfig { grace, reduction }),
+            ..Default::default()
+        };
+        assert_eq!(
+            err(asha(11, 3.0), 10).to_string(),
+            "stop rule asha: grace (11) must be at most the experiment's epochs (10)"
+        );
+        assert!(err(asha(1, 1.0), 10).to_string().contains("reduction"));
+        assert!(err(asha(0, 3.0), 10).to_string().contains("grace"));
+        let median = StopRules {
+            median: Some(MedianConfig::new(0)),
+            ..Default::default()
+        };
+        assert!(err(median, 10)
+            .to_string()
+            .starts_with("stop rule median: "));
+        let divergence = StopRules {
+            divergence: Some(DivergenceConfig { factor: 0.0 }),
+            ..Default::default()
+        };
+        assert!(err(divergence, 10)
+            .to_string()
+            .starts_with("stop rule divergence: "));
+    }
+
+    #[test]
+    fn rung_epochs_are_where_a_comparison_can_stop_a_trial() {
+        let s = |r: StopRules, max_t| Stopper::<u32>::new(&r, Mode::Max, max_t).unwrap();
+        // ASHA grace 1, reduction 3, 20 epochs: rungs 1, 3, 9.
+        assert_eq!(s(rules(true, false, true), 20).rung_epochs(), vec![1, 3, 9]);
+        // The median rule from grace 2 to the epoch before the last: 2..=5 of 6.
+        assert_eq!(
+            s(rules(false, true, false), 6).rung_epochs(),
+            vec![2, 3, 4, 5]
+        );
+        assert_eq!(
+            s(rules(true, true, false), 6).rung_epochs(),
+            vec![1, 2, 3, 4, 5]
+        );
+        // Divergence alone never makes a worker wait.
+        assert_eq!(
+            s(rules(false, false, true), 6).rung_epochs(),
+            Vec::<u32>::new()
+        );
+    }
+
+    #[test]
+    fn a_hand_written_history_through_all_three_rules() {
+        let mut s = Stopper::new(&rules(true, true, true), Mode::Max, 5).unwrap();
+        let stop_rule = |d: Decision| match d {
+            Decision::Stop(stop) => Some(stop.rule()),
+            Decision::Continue => None,
+        };
+        // Epoch 1 (ASHA rung 1, cutoff = 66.67th percentile of earlier values):
+        // 1: 0.5 first at the rung; 2: 0.6 ≥ 0.5; 3: 0.7 ≥ 0.5 + 0.1 · 0.667 = 0.567.
+        assert_eq!(stop_rule(s.on_epoch(&report(1, 1, 0.5))), None);
+        assert_eq!(stop_rule(s.on_epoch(&report(2, 1, 0.6))), None);
+        assert_eq!(stop_rule(s.on_epoch(&report(3, 1, 0.7))), None);
+        // 4: train loss NaN → divergence first (ASHA would not have stopped 0.65 either way,
+        // and it still records 0.65 at rung 1, as Ray's on_trial_complete).
+        let nan = EpochReport {
+            train_loss: f64::NAN,
+            ..report(4, 1, 0.65)
+        };
+        assert_eq!(stop_rule(s.on_epoch(&nan)), Some(Rule::Divergence));
+        // 5: 0.55 < cutoff of [0.5, 0.6, 0.65, 0.7] (index 2 → 0.65 + 0.05 · 0 = 0.65): ASHA.
+        let d = s.on_epoch(&report(5, 1, 0.55));
+        let Decision::Stop(stop) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (stop.epoch, stop.rule()),
+            (1, Rule::Asha),
+            "{}",
+            stop.reason
+        );
+        assert!(matches!(stop.reason, StopReason::Asha { rung, cutoff }
+            if rung == 1.0 && (cutoff - 0.65).abs() < 1e-12));
+        // A stopped trial's later report is answered with its stop and changes nothing.
+        assert_eq!(s.on_epoch(&report(5, 2, 0.9)), Decision::Stop(stop));
+        // Epoch 2 (no ASHA rung; median from grace 2 with 3 samples): 1: 0.60, 2: 0.70, 3: 0.80
+        // continue (too few before them); 1 again at epoch 2 is a repeat: nothing recorded.
+        for (t, v) in [(1, 0.60), (2, 0.70), (3, 0.80)] {
+            assert_eq!(stop_rule(s.on_epoch(&report(t, 2, v))), None);
+        }
+        assert_eq!(s.on_epoch(&report(1, 2, 0.0)), Decision::Continue);
+        // Epoch 3 (ASHA rung 3): 3: 0.85 first at rung 3; 2: 0.75 < cutoff 0.85 → ASHA.
+        assert_eq!(stop_rule(s.on_epoch(&report(3, 3, 0.85))), None);
+        assert_eq!(stop_rule(s.on_epoch(&report(2, 3, 0.75))), Some(Rule::Asha));
+        // 1: 0.80 vs rung 3 [0.75, 0.85] cutoff 0.75 + 0.1 · 0.667 = 0.817 → ASHA again.
+        assert_eq!(stop_rule(s.on_epoch(&report(1, 3, 0.80))), Some(Rule::Asha));
+        // A training loss above 3 × the first: trial 3 started at 1 - 0.7 = 0.3; 0.95 > 0.9.
+        let exploded = EpochReport {
+            train_loss: 0.95,
+            ..report(3, 4, 0.86)
+        };
+        assert_eq!(stop_rule(s.on_epoch(&exploded)), Some(Rule::Divergence));
+        assert_eq!(s.stopped(&3).map(|s| s.epoch), Some(4));
+    }
+
+    #[test]
+    fn the_median_rule_compares_with_others_at_the_same_epoch() {
+        let mut s = Stopper::new(&rules(false, true, false), Mode::Max, 10).unwrap();
+        for t in 1..=3 {
+            assert_eq!(s.on_epoch(&report(t, 1, 0.9)), Decision::Continue);
+            assert_eq!(s.on_epoch(&report(t, 2, 0.5)), Decision::Continue);
+        }
+        // Trial 4 at epoch 2: median of [0.5, 0.5, 0.5] = 0.5; 0.4 is worse. (Epoch 1's 0.9s
+        // do not count: only values at the same epoch do.)
+        s.on_epoch(&report(4, 1, 0.1));
+        assert!(matches!(
+            s.on_epoch(&report(4, 2, 0.4)),
+            Decision::Stop(Stop {
+                epoch: 2,
+                reason: StopReason::Median { samples: 3, .. },
+                ..
+            })
+        ));
+    }
+
+    /// A deterministic interleaving of `n` trials of the synthetic objective with noise, through
+    /// `stopper`: every report recorded (as the coordinator records it) with the answer given.
+    fn simulate(
+        stopper: &mut Stopper<u32>,
+        n: u32,
+        max_t: u32,
+    ) -> Vec<(EpochReport<u32>, Decision)> {
+        let mut next_epoch: Vec<u32> = vec![1; n as usize];
+        let mut out = Vec::new();
+        let mut tick: u32 = 0;
+        while next_epoch.iter().any(|&e| e <= max_t) {
+            tick += 1;
+            // Several trials run at once; which reports next is scrambled but fixed.
+            let t = (tick.wrapping_mul(2_654_435_761) >> 7) % n;
+            let e = next_epoch[t as usize];
+            if e > max_t {
+                continue;
+            }
+            let lr = 10f64.powf(-3.0 + 3.0 * f64::from(t) / f64::from(n));
+            let noise = 0.01 * f64::from((t * 31 + e * 17) % 7) - 0.03;
+            let metric = synthetic::val_acc(lr, 64.0 + f64::from(t), 0.2, e) + noise;
+            // Trial 5 blows up at epoch 4.
+            let train_loss = if t == 5 && e >= 4 { 10.0 } else { 1.0 - metric };
+            let r = EpochReport {
+                trial: t,
+                epoch: e,
+                metric,
+                train_loss,
+                val_loss: Some(1.0 - metric),
+            };
+            let d = stopper.on_epoch(&r);
+            next_epoch[t as usize] = if matches!(d, Decision::Stop(_)) {
+                u32::MAX
+            } else {
+                e + 1
+            };
+            out.push((r, d));
+        }
+        out
+    }
+
+    #[test]
+    fn replaying_the_recorded_epochs_gives_the_same_decisions() {
+        let (r, max_t) = (rules(true, true, true), 9);
+        let mut first = Stopper::new(&r, Mode::Max, max_t).unwrap();
+        let history = simulate(&mut first, 24, max_t);
+        let stops = history
+            .iter()
+            .filter(|(_, d)| matches!(d, Decision::Stop(_)))
+            .count();
+        let asha_stops = history
+            .iter()
+            .filter(|(_, d)| matches!(d, Decision::Stop(s) if s.rule() == Rule::Asha))
+            .count();
+        assert!(asha_stops >= 5 && stops > asha_stops, "{stops} stops");
+        // A coordinator that crashed after any number of recorded reports replays them in
+        // order, then gets the rest: every later answer is the one the first one gave.
+        for cut in [
+            0,
+            1,
+            17,
+            history.len() / 2,
+            history.len() - 1,
+            history.len(),
+        ] {
+            let (before, after) = history.split_at(cut);
+            let mut restarted =
+                Stopper::replay(&r, Mode::Max, max_t, before.iter().map(|(r, _)| r.clone()))
+                    .unwrap();
+            for (report, decision) in after {
+                assert_eq!(
+                    restarted.on_epoch(report),
+                    *decision,
+                    "cut {cut}, {report:?}"
+                );
+            }
+            for t in 0..24 {
+                assert_eq!(restarted.stopped(&t), first.stopped(&t), "trial {t}");
+            }
+        }
+        // And a report that arrives again after the restart (the worker retrained the epoch
+        // it never got an answer for) gets the same answer as the first time.
+        let (last_report, last_decision) = history.last().unwrap();
+        let mut restarted = Stopper::replay(
+            &r,
+            Mode::Max,
+            max_t,
+            history[..history.len() - 1].iter().map(|(r, _)| r.clone()),
+        )
+        .unwrap();
+        assert_eq!(restarted.on_epoch(last_report), *last_decision);
+        assert_eq!(restarted.on_epoch(last_report), *last_decision);
     }
 }
