@@ -25,3 +25,16 @@ for name, dist, obs, xs in cases:
     pe = _ParzenEstimator({"x": o}, {"x": dist}, params)
     vals = pe.log_pdf({"x": np.asarray([float(x) for x in xs])})
     print(name, [repr(float(v)) for v in vals])
+
+# The joint (multivariate) estimator over three parameters at once.
+space = {
+    "x": FloatDistribution(0.0, 1.0),
+    "n": IntDistribution(1, 10, log=True),
+    "c": CategoricalDistribution([0, 1, 2]),
+}
+rows = [(0.2, 3, 0), (0.25, 4, 0), (0.9, 9, 2), (0.5, 1, 1)]
+obs = {k: np.asarray([float(r[i]) for r in rows]) for i, k in enumerate(space)}
+pe = _ParzenEstimator(obs, space, params)
+points = [(0.22, 3, 0), (0.9, 9, 2), (0.22, 9, 2), (1.0, 10, 1)]
+vals = pe.log_pdf({k: np.asarray([float(p[i]) for p in points]) for i, k in enumerate(space)})
+print("joint", [repr(float(v)) for v in vals])

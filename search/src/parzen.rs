@@ -82,10 +82,25 @@ impl Parzen {
         Parzen { weights, kernels }
     }
 
-    /// `size` values drawn from the mixture: first every kernel index (numpy's `choice` with
-    /// probabilities: the first index whose cumulative weight exceeds a uniform), then a value
-    /// from each chosen kernel.
+    /// `size` values drawn from the mixture: first every kernel index, then a value from each
+    /// chosen kernel.
     pub(crate) fn sample(&self, draws: &mut Draws, size: usize) -> Vec<f64> {
+        let active = self.choose_kernels(draws, size);
+        active.iter().map(|&k| self.draw_from(k, draws)).collect()
+    }
+
+    /// The mixture's log-density (log-mass for integers and choices) at `x`. Continuous log
+    /// parameters are measured in the logarithm, as Optuna does: the Jacobian is the same for
+    /// both estimators TPE compares, so it cancels.
+    pub(crate) fn log_pdf(&self, x: f64) -> f64 {
+        log_sum_exp(
+            (0..self.weights.len()).map(|k| self.weights[k].ln() + self.kernel_log_pdf(k, x)),
+        )
+    }
+
+    /// `size` kernel indices, as numpy's `choice` with probabilities draws them: the first index
+    /// whose cumulative weight exceeds a uniform number.
+    fn choose_kernels(&self, draws: &mut Draws, size: usize) -> Vec<usize> {
         let mut cdf: Vec<f64> = self
             .weights
             .iter()
@@ -96,29 +111,30 @@ impl Parzen {
             .collect();
         let last = *cdf.last().expect("a mixture has at least the prior kernel");
         cdf.iter_mut().for_each(|c| *c /= last);
-        let active: Vec<usize> = (0..size)
+        (0..size)
             .map(|_| {
                 let u = draws.uniform();
                 cdf.partition_point(|&c| c <= u).min(cdf.len() - 1)
             })
-            .collect();
+            .collect()
+    }
+
+    /// A value from kernel `k`.
+    fn draw_from(&self, k: usize, draws: &mut Draws) -> f64 {
         match &self.kernels {
-            Kernels::Categorical { rows } => active
-                .iter()
-                .map(|&k| {
-                    let u = draws.uniform();
-                    let mut acc = 0.0;
-                    let row = &rows[k];
-                    // The count of cumulative probabilities below u; the last counts as 1.
-                    row[..row.len() - 1]
-                        .iter()
-                        .take_while(|&&p| {
-                            acc += p;
-                            acc < u
-                        })
-                        .count() as f64
-                })
-                .collect(),
+            Kernels::Categorical { rows } => {
+                let u = draws.uniform();
+                let mut acc = 0.0;
+                let row = &rows[k];
+                // The count of cumulative probabilities below u; the last counts as 1.
+                row[..row.len() - 1]
+                    .iter()
+                    .take_while(|&&p| {
+                        acc += p;
+                        acc < u
+                    })
+                    .count() as f64
+            }
             Kernels::Numeric {
                 mus,
                 sigmas,
@@ -126,53 +142,77 @@ impl Parzen {
                 high,
                 log,
                 int,
-            } => active
-                .iter()
-                .map(|&k| {
-                    let (mu, sigma) = (mus[k], sigmas[k]);
-                    let z =
-                        truncnorm::ppf(draws.uniform(), (low - mu) / sigma, (high - mu) / sigma);
-                    let t = (z * sigma + mu).clamp(*low, *high);
-                    let x = if *log { t.exp() } else { t };
-                    match int {
-                        Some((lo, hi)) => (lo + (x - lo).round_ties_even()).clamp(*lo, *hi),
-                        None => x,
-                    }
-                })
-                .collect(),
+            } => {
+                let (mu, sigma) = (mus[k], sigmas[k]);
+                let z = truncnorm::ppf(draws.uniform(), (low - mu) / sigma, (high - mu) / sigma);
+                let t = (z * sigma + mu).clamp(*low, *high);
+                let x = if *log { t.exp() } else { t };
+                match int {
+                    Some((lo, hi)) => (lo + (x - lo).round_ties_even()).clamp(*lo, *hi),
+                    None => x,
+                }
+            }
         }
     }
 
-    /// The mixture's log-density (log-mass for integers and choices) at `x`. Continuous log
-    /// parameters are measured in the logarithm, as Optuna does: the Jacobian is the same for
-    /// both estimators TPE compares, so it cancels.
-    pub(crate) fn log_pdf(&self, x: f64) -> f64 {
-        let per_kernel = self.weights.iter().enumerate().map(|(k, w)| {
-            w.ln()
-                + match &self.kernels {
-                    Kernels::Categorical { rows } => rows[k][x as usize].ln(),
-                    Kernels::Numeric {
-                        mus,
-                        sigmas,
-                        low,
-                        high,
-                        log,
-                        int,
-                    } => {
-                        let t = |v: f64| if *log { v.ln() } else { v };
-                        let (mu, sigma) = (mus[k], sigmas[k]);
-                        if int.is_some() {
-                            truncnorm::log_gauss_mass(
-                                (t(x - 0.5) - mu) / sigma,
-                                (t(x + 0.5) - mu) / sigma,
-                            ) - truncnorm::log_gauss_mass((low - mu) / sigma, (high - mu) / sigma)
-                        } else {
-                            truncnorm::log_pdf(t(x), mu, sigma, *low, *high)
-                        }
-                    }
+    /// The log-density (log-mass) of kernel `k` alone at `x`.
+    fn kernel_log_pdf(&self, k: usize, x: f64) -> f64 {
+        match &self.kernels {
+            Kernels::Categorical { rows } => rows[k][x as usize].ln(),
+            Kernels::Numeric {
+                mus,
+                sigmas,
+                low,
+                high,
+                log,
+                int,
+            } => {
+                let t = |v: f64| if *log { v.ln() } else { v };
+                let (mu, sigma) = (mus[k], sigmas[k]);
+                if int.is_some() {
+                    truncnorm::log_gauss_mass((t(x - 0.5) - mu) / sigma, (t(x + 0.5) - mu) / sigma)
+                        - truncnorm::log_gauss_mass((low - mu) / sigma, (high - mu) / sigma)
+                } else {
+                    truncnorm::log_pdf(t(x), mu, sigma, *low, *high)
                 }
-        });
-        log_sum_exp(per_kernel)
+            }
+        }
+    }
+}
+
+/// The estimators of several parameters, fitted to the same observations, joined into one
+/// mixture of product kernels (Optuna's multivariate TPE): kernel `k` is observation `k`'s
+/// kernels of every parameter together, so a candidate takes all its values from one
+/// observation's neighbourhood.
+#[derive(Debug, Clone)]
+pub(crate) struct Joint(pub(crate) Vec<Parzen>);
+
+impl Joint {
+    /// `size` candidates, one value per parameter each: all kernel indices first, then the
+    /// values parameter by parameter.
+    pub(crate) fn sample(&self, draws: &mut Draws, size: usize) -> Vec<Vec<f64>> {
+        let active = self.0[0].choose_kernels(draws, size);
+        let columns: Vec<Vec<f64>> = self
+            .0
+            .iter()
+            .map(|p| active.iter().map(|&k| p.draw_from(k, draws)).collect())
+            .collect();
+        (0..size)
+            .map(|i| columns.iter().map(|c| c[i]).collect())
+            .collect()
+    }
+
+    pub(crate) fn log_pdf(&self, x: &[f64]) -> f64 {
+        let weights = &self.0[0].weights;
+        log_sum_exp((0..weights.len()).map(|k| {
+            weights[k].ln()
+                + self
+                    .0
+                    .iter()
+                    .zip(x)
+                    .map(|(p, &v)| p.kernel_log_pdf(k, v))
+                    .sum::<f64>()
+        }))
     }
 }
 
@@ -373,6 +413,54 @@ mod tests {
                     "{dist:?} at {x}: {got} vs Optuna's {w}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_joint_log_density_equals_optunas_multivariate_one() {
+        // Golden values from search/golden/optuna_parzen.py ("joint").
+        let dists = [
+            Distribution::Uniform { lo: 0.0, hi: 1.0 },
+            Distribution::Int {
+                lo: 1,
+                hi: 10,
+                log: true,
+            },
+            Distribution::Choice { n: 3 },
+        ];
+        let rows = [
+            [0.2, 3.0, 0.0],
+            [0.25, 4.0, 0.0],
+            [0.9, 9.0, 2.0],
+            [0.5, 1.0, 1.0],
+        ];
+        let joint = Joint(
+            dists
+                .iter()
+                .enumerate()
+                .map(|(i, d)| Parzen::new(d, &rows.map(|r| r[i]), 1.0))
+                .collect(),
+        );
+        let points = [
+            [0.22, 3.0, 0.0],
+            [0.9, 9.0, 2.0],
+            [0.22, 9.0, 2.0],
+            [1.0, 10.0, 1.0],
+        ];
+        let want = [
+            -2.1159184829242,
+            -3.6245466903477968,
+            -4.423336940538924,
+            -5.138129798194617,
+        ];
+        for (x, w) in points.iter().zip(want) {
+            let got = joint.log_pdf(x);
+            assert!((got - w).abs() < 1e-12, "{x:?}: {got} vs Optuna's {w}");
+        }
+        // Candidates come from one kernel at a time: each in range.
+        let mut draws = generator(2, "t", Purpose::Tpe, 0);
+        for c in joint.sample(&mut draws, 100) {
+            assert!((0.0..=1.0).contains(&c[0]) && (1.0..=10.0).contains(&c[1]) && c[2] < 3.0);
         }
     }
 

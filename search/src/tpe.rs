@@ -15,12 +15,15 @@
 //! from the same records is the same. Where this differs from Optuna:
 //! - the random numbers (ChaCha20 per suggestion rather than one numpy stream per study);
 //! - Optuna 5.0's `TPESampler()` defaults to `multivariate=True` and `constant_liar=True` for a
-//!   single objective; the sweep format asks for the independent sampler, which is this one;
+//!   single objective (4.x defaulted to independent sampling, without the liar); the sweep
+//!   format asks for the independent sampler, the default here; [`TpeConfig::multivariate`]
+//!   gives Optuna 5.0's joint one (same kernels and widths, one kernel index for all
+//!   parameters of a candidate). The constant liar is not offered: pending trials are ignored;
 //! - a suggestion that repeats an existing trial is drawn again (TPE's draw a few times, then
 //!   random draws, see [`crate::random::fresh`]), because a sweep's trials must be distinct;
 //! - a sample is clamped into its bounds (Newton's method may overshoot by an ulp).
 
-use crate::parzen::Parzen;
+use crate::parzen::{Joint, Parzen};
 use crate::random::{draw_config, fresh};
 use crate::rng::{generator, Draws, Purpose};
 use crate::space::{Config, Distribution, Space, Value};
@@ -40,6 +43,10 @@ pub struct TpeConfig {
     pub n_ei_candidates: usize,
     /// Weight of the prior kernel against each observation's.
     pub prior_weight: f64,
+    /// Optuna's multivariate TPE: one joint estimator over all parameters, whose kernels are
+    /// whole observations, instead of one estimator per parameter. Off by default (the sweep
+    /// format's TPE is the independent one); Optuna 5.0's `TPESampler()` turns it on.
+    pub multivariate: bool,
 }
 
 impl Default for TpeConfig {
@@ -48,6 +55,7 @@ impl Default for TpeConfig {
             n_startup_trials: 10,
             n_ei_candidates: 24,
             prior_weight: 1.0,
+            multivariate: false,
         }
     }
 }
@@ -126,49 +134,60 @@ impl Tpe {
             return fresh(space, &mut draws, exists, |d, _| draw_config(space, d));
         }
         let (below, above) = split(&usable, gamma(usable.len()), self.mode);
-        let estimators: Vec<(Parzen, Parzen)> = (0..self.space.params().len())
-            .map(|i| {
-                let dist = &self.space.params()[i].distribution;
-                let values = |group: &[&Observation]| -> Vec<f64> {
-                    group.iter().map(|o| o.config[i].as_f64()).collect()
-                };
-                let w = self.config.prior_weight;
-                (
-                    Parzen::new(dist, &values(&below), w),
-                    Parzen::new(dist, &values(&above), w),
-                )
-            })
-            .collect();
+        let fit = |group: &[&Observation]| -> Vec<Parzen> {
+            let w = self.config.prior_weight;
+            let params = self.space.params().iter().enumerate();
+            params
+                .map(|(i, p)| {
+                    let values: Vec<f64> = group.iter().map(|o| o.config[i].as_f64()).collect();
+                    Parzen::new(&p.distribution, &values, w)
+                })
+                .collect()
+        };
+        let (below, above) = (fit(&below), fit(&above));
         let space = &self.space;
         fresh(space, &mut draws, exists, |d, attempt| {
-            if attempt < TPE_REDRAWS {
-                self.sample(&estimators, d)
-            } else {
+            if attempt >= TPE_REDRAWS {
                 draw_config(space, d)
+            } else if self.config.multivariate {
+                self.sample_joint(&below, &above, d)
+            } else {
+                self.sample_independent(&below, &above, d)
             }
         })
     }
 
-    /// One value per parameter: the candidate of the "below" estimator with the largest
-    /// `ln l(x) - ln g(x)` (the first on ties; a NaN ratio counts as largest, as in numpy's argmax).
-    fn sample(&self, estimators: &[(Parzen, Parzen)], draws: &mut Draws) -> Config {
+    /// One value per parameter: the candidate of the parameter's "below" estimator with the
+    /// largest `ln l(x) - ln g(x)`.
+    fn sample_independent(&self, below: &[Parzen], above: &[Parzen], draws: &mut Draws) -> Config {
+        let n = self.config.n_ei_candidates.max(1);
+        let values = below.iter().zip(above).map(|(l, g)| {
+            let candidates = l.sample(draws, n);
+            let scores = candidates.iter().map(|&x| l.log_pdf(x) - g.log_pdf(x));
+            candidates[argmax(scores)]
+        });
+        self.to_config(values)
+    }
+
+    /// The candidate of the joint "below" estimator with the largest `ln l(x) - ln g(x)`.
+    fn sample_joint(&self, below: &[Parzen], above: &[Parzen], draws: &mut Draws) -> Config {
+        let (l, g) = (Joint(below.to_vec()), Joint(above.to_vec()));
+        let candidates = l.sample(draws, self.config.n_ei_candidates.max(1));
+        let scores = candidates.iter().map(|x| l.log_pdf(x) - g.log_pdf(x));
+        let best = argmax(scores);
+        self.to_config(candidates[best].iter().copied())
+    }
+
+    /// Values in the space's order as a configuration.
+    fn to_config(&self, values: impl Iterator<Item = f64>) -> Config {
         self.space
             .params()
             .iter()
-            .zip(estimators)
-            .map(|(p, (below, above))| {
-                let candidates = below.sample(draws, self.config.n_ei_candidates.max(1));
-                let scores = candidates
-                    .iter()
-                    .map(|&x| below.log_pdf(x) - above.log_pdf(x));
-                let x = candidates[argmax(scores)];
-                match p.distribution {
-                    Distribution::Uniform { .. } | Distribution::LogUniform { .. } => {
-                        Value::Float(x)
-                    }
-                    Distribution::Int { .. } => Value::Int(x as i64),
-                    Distribution::Choice { .. } => Value::Choice(x as usize),
-                }
+            .zip(values)
+            .map(|(p, x)| match p.distribution {
+                Distribution::Uniform { .. } | Distribution::LogUniform { .. } => Value::Float(x),
+                Distribution::Int { .. } => Value::Int(x as i64),
+                Distribution::Choice { .. } => Value::Choice(x as usize),
             })
             .collect()
     }
@@ -288,15 +307,28 @@ mod tests {
         assert_eq!(xs(below), vec![0.0, 4.0]);
     }
 
-    /// Runs `trials` sequential trials of `f` (to maximise) on `space`; returns the best value.
-    fn run(space: &Space, seed: u64, trials: u64, tpe: bool, f: impl Fn(&Config) -> f64) -> f64 {
+    /// Runs `trials` sequential trials of `f` (to maximise) on `space` with TPE (`Some`
+    /// settings) or random search (`None`); returns the best value.
+    fn run(
+        space: &Space,
+        seed: u64,
+        trials: u64,
+        tpe: Option<TpeConfig>,
+        f: impl Fn(&Config) -> f64,
+    ) -> f64 {
         let mut seen = HashSet::new();
         let mut exists = |c: &Config| !seen.insert(format!("{c:?}"));
-        let sampler = Tpe::new(space.clone(), Mode::Max, seed, "exp");
+        let sampler = Tpe::with_config(
+            space.clone(),
+            Mode::Max,
+            seed,
+            "exp",
+            tpe.unwrap_or_default(),
+        );
         let mut random = RandomSearch::new(space.clone(), seed, "exp");
         let mut history: Vec<Observation> = Vec::new();
         for i in 0..trials {
-            let config = if tpe {
+            let config = if tpe.is_some() {
                 sampler.suggest(i, &history, &mut exists).unwrap()
             } else {
                 random.next(&mut exists).unwrap()
@@ -325,10 +357,32 @@ mod tests {
         let space = line(-10.0, 10.0);
         let f = |c: &Config| -(c[0].as_f64() - 0.3137).powi(2);
         let regrets = |tpe| median((1..=10).map(|s| -run(&space, s, 40, tpe, f)).collect());
-        let (tpe, random) = (regrets(true), regrets(false));
+        let (tpe, random) = (regrets(Some(TpeConfig::default())), regrets(None));
         assert!(
             tpe <= 0.25 * random,
             "median regret: tpe {tpe:.2e}, random {random:.2e}"
+        );
+    }
+
+    #[test]
+    fn multivariate_tpe_beats_random_search_on_a_2d_objective() {
+        // Maximise -(x - 0.3)² - (y - 0.7)² on [0, 1]² in 30 trials, seeds 1..=10. Measured:
+        // median regret 6.5e-4 for multivariate TPE, 1.1e-2 for random search.
+        let space = Space::new(vec![
+            Param::new("x", Distribution::Uniform { lo: 0.0, hi: 1.0 }),
+            Param::new("y", Distribution::Uniform { lo: 0.0, hi: 1.0 }),
+        ])
+        .unwrap();
+        let f = |c: &Config| -(c[0].as_f64() - 0.3).powi(2) - (c[1].as_f64() - 0.7).powi(2);
+        let joint = TpeConfig {
+            multivariate: true,
+            ..TpeConfig::default()
+        };
+        let regrets = |tpe| median((1..=10).map(|s| -run(&space, s, 30, tpe, f)).collect());
+        let (tpe, random) = (regrets(Some(joint)), regrets(None));
+        assert!(
+            tpe <= 0.25 * random,
+            "median regret: multivariate tpe {tpe:.2e}, random {random:.2e}"
         );
     }
 
