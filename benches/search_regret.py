@@ -11,6 +11,11 @@ Never run by CI. Optuna goes in a venv of its own, not in .deps:
 
     python3 -m venv /tmp/optuna-venv && /tmp/optuna-venv/bin/pip install optuna
     /tmp/optuna-venv/bin/python benches/search_regret.py [--seeds 1-10] [--trials 40]
+
+Measured (Optuna 5.0.0, numpy 2.4.6; median regret, seeds 1-10 / 1-600):
+    optuna random            0.001513 /    -      hypersweep random             0.002639 / 0.003027
+    optuna tpe independent   0.001362 / 0.000826  hypersweep tpe                0.000966 / 0.000865
+    optuna tpe default       0.000311 / 0.000435  hypersweep tpe multivariate   0.000414 / 0.000417
 """
 
 import argparse

@@ -27,6 +27,9 @@ mod truncnorm;
 
 pub use random::RandomSearch;
 pub use space::{Config, Distribution, Param, Space, Value};
+pub use stop::asha::AshaConfig;
+pub use stop::divergence::DivergenceConfig;
+pub use stop::median::MedianConfig;
 pub use stop::{Decision, EpochReport, Rule, Stop, StopReason, StopRules, Stopper};
 pub use tpe::{Observation, Tpe, TpeConfig};
 
@@ -91,6 +94,8 @@ pub enum Error {
     Exhausted { draws: u32, scanned: u128 },
     #[error("stop rule {rule}: {reason}")]
     InvalidRule { rule: &'static str, reason: String },
+    #[error("stop rules need an experiment of at least 1 epoch, got 0")]
+    NoEpochs,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

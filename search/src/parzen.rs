@@ -185,9 +185,9 @@ impl Parzen {
 /// kernels of every parameter together, so a candidate takes all its values from one
 /// observation's neighbourhood.
 #[derive(Debug, Clone)]
-pub(crate) struct Joint(pub(crate) Vec<Parzen>);
+pub(crate) struct Joint<'a>(pub(crate) &'a [Parzen]);
 
-impl Joint {
+impl Joint<'_> {
     /// `size` candidates, one value per parameter each: all kernel indices first, then the
     /// values parameter by parameter.
     pub(crate) fn sample(&self, draws: &mut Draws, size: usize) -> Vec<Vec<f64>> {
@@ -434,13 +434,12 @@ mod tests {
             [0.9, 9.0, 2.0],
             [0.5, 1.0, 1.0],
         ];
-        let joint = Joint(
-            dists
-                .iter()
-                .enumerate()
-                .map(|(i, d)| Parzen::new(d, &rows.map(|r| r[i]), 1.0))
-                .collect(),
-        );
+        let parzens: Vec<Parzen> = dists
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Parzen::new(d, &rows.map(|r| r[i]), 1.0))
+            .collect();
+        let joint = Joint(&parzens);
         let points = [
             [0.22, 3.0, 0.0],
             [0.9, 9.0, 2.0],

@@ -171,7 +171,7 @@ impl Tpe {
 
     /// The candidate of the joint "below" estimator with the largest `ln l(x) - ln g(x)`.
     fn sample_joint(&self, below: &[Parzen], above: &[Parzen], draws: &mut Draws) -> Config {
-        let (l, g) = (Joint(below.to_vec()), Joint(above.to_vec()));
+        let (l, g) = (Joint(below), Joint(above));
         let candidates = l.sample(draws, self.config.n_ei_candidates.max(1));
         let scores = candidates.iter().map(|x| l.log_pdf(x) - g.log_pdf(x));
         let best = argmax(scores);

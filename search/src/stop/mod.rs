@@ -152,7 +152,8 @@ pub struct Stopper<K> {
     asha: Option<Asha<K>>,
     median: Option<Median>,
     divergence: Option<DivergenceConfig>,
-    /// Each trial's last reported epoch and its first training loss.
+    /// Each trial's last reported epoch, and the training loss of its first report (its
+    /// epoch 1, unless the history fed in lacks that epoch), the divergence rule's baseline.
     trials: HashMap<K, (u32, f64)>,
     stopped: HashMap<K, Stop>,
 }
@@ -163,7 +164,7 @@ impl<K: Clone + Eq + Hash> Stopper<K> {
     pub fn new(rules: &StopRules, mode: Mode, max_t: u32) -> Result<Self> {
         let invalid = |rule, reason| Err(Error::InvalidRule { rule, reason });
         if max_t == 0 {
-            return invalid("*", "the experiment must have at least 1 epoch".into());
+            return Err(Error::NoEpochs);
         }
         if let Some(reason) = rules.asha.and_then(|c| c.problem(max_t)) {
             return invalid("asha", reason);
