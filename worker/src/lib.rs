@@ -5,8 +5,10 @@
 //! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`];
 //! [`join`] is the gRPC client loop that leases trials from a coordinator and streams their
 //! epochs and artifacts back, one trial at a time; [`slots`] runs `--slots N` as N such
-//! processes; [`cli`] is the command line of the thin `main.rs`.
+//! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
+//! this is (version, cpu or cuda, libtorch and CUDA versions).
 
+pub mod build_info;
 pub mod cli;
 pub mod connect;
 pub mod data;
