@@ -212,24 +212,29 @@ is_system_lib() {
     return 1
 }
 
-# Copies the worker (stripped) and its libraries into $top, with $ORIGIN rpaths.
+# Copies the worker (stripped) and its libraries into $top, with $ORIGIN rpaths: what ldd
+# finds for the worker and, for cuda, for each library loaded with dlopen (cuDNN's engines
+# need zlib, which then comes along).
 stage() {
     local bin=$1 top=$2 libdir
     libdir=$(dirname "$(readlink -f "$(resolved_libs "$bin" | awk '$1 == "libtorch_cpu.so" { print $2 }')")")
     mkdir -p "$top/lib"
     strip -o "$top/worker" "$bin"
-    local soname path pattern f
-    while read -r soname path; do
-        is_system_lib "$soname" || cp -L "$path" "$top/lib/$soname"
-    done < <(resolved_libs "$bin")
+    local roots=("$bin") pattern f soname path
     if [[ $variant == cuda ]]; then
         for pattern in "${CUDA_DLOPENED[@]}"; do
             for f in "$libdir"/$pattern; do
                 [[ -e "$f" ]] || die "no $pattern in $libdir"
                 cp -L "$f" "$top/lib/"
+                roots+=("$f")
             done
         done
     fi
+    for f in "${roots[@]}"; do
+        while read -r soname path; do
+            is_system_lib "$soname" || [[ -e "$top/lib/$soname" ]] || cp -L "$path" "$top/lib/$soname"
+        done < <(resolved_libs "$f")
+    done
     # Strip first, then patch: strip can undo patchelf's layout.
     set_rpath "$top/worker" '$ORIGIN/lib'
     for f in "$top"/lib/*; do set_rpath "$f" '$ORIGIN'; done
