@@ -4,7 +4,8 @@
 #   dist/hypersweep-worker-<version>-linux-x86_64-<cpu|cuda>.tar.zst
 #
 # One top folder (named like the file) holding the stripped `worker` and, in lib/, every shared
-# library it loads except glibc's own. The worker finds them through its RUNPATH `$ORIGIN/lib`
+# library it loads but the system's (glibc, libstdc++, libgcc_s) and the NVIDIA driver's (see
+# SYSTEM_LIBS below). The worker finds them through its RUNPATH `$ORIGIN/lib`
 # and each library its neighbours through `$ORIGIN`: no Rust, Python, LD_LIBRARY_PATH or
 # dataset needed where it runs.
 #
@@ -58,6 +59,9 @@ CUDA_DLOPENED=('libcudnn_*.so.9' 'libnvrtc.so.*' 'libnvrtc-builtins.so.*' 'libca
 #   this Debian 12's libstdc++ itself needs GLIBC_2.36 and would raise the floor for everyone;
 # - the NVIDIA driver's libcuda.so.1, which must match the kernel module (cudart loads it with
 #   dlopen; libcaffe2_nvrtc.so links it).
+# The loader's own variable, written literally into rpaths.
+# shellcheck disable=SC2016
+ORIGIN='$ORIGIN'
 SYSTEM_LIBS=(linux-vdso.so.1 ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0
     librt.so.1 libutil.so.1 libstdc++.so.6 libgcc_s.so.1)
 DRIVER_LIBS=(libcuda.so.1)
@@ -155,7 +159,7 @@ for whl in glob.glob(os.path.join(wheels, "nvidia_*.whl")):
 EOF
     local so
     for so in "$dest.partial"/lib/*.so*; do
-        set_rpath "$so" '$ORIGIN'
+        set_rpath "$so" "$ORIGIN"
     done
     sed -n "s/^__version__ = '\(.*\)'$/\1/p" "$dest.partial/version.py" > "$dest.partial/build-version"
     echo "$stamp" > "$dest.partial/.complete"
@@ -201,7 +205,7 @@ resolved_libs() {
     local out missing
     out=$(env -i PATH=/usr/bin:/bin ldd "$1") || die "ldd $1 failed: $out"
     missing=$(awk '$2 == "=>" && $3 == "not" { print $1 }' <<<"$out" | grep -vxF -f <(printf '%s\n' "${DRIVER_LIBS[@]}") || true)
-    [[ -z "$missing" ]] || die "$1 needs libraries that are not found: $(echo $missing)"
+    [[ -z "$missing" ]] || die "$1 needs libraries that are not found: $(tr '\n' ' ' <<<"$missing")"
     awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' <<<"$out"
 }
 
@@ -236,8 +240,8 @@ stage() {
         done < <(resolved_libs "$f")
     done
     # Strip first, then patch: strip can undo patchelf's layout.
-    set_rpath "$top/worker" '$ORIGIN/lib'
-    for f in "$top"/lib/*; do set_rpath "$f" '$ORIGIN'; done
+    set_rpath "$top/worker" "$ORIGIN/lib"
+    for f in "$top"/lib/*; do set_rpath "$f" "$ORIGIN"; done
 }
 
 # Everything in the bundle resolves inside it or to glibc, and the worker starts under env -i.
@@ -250,9 +254,12 @@ check() {
     done
     [[ ${#bad[@]} -eq 0 ]] || die "libraries resolve outside the bundle:"$'\n'"$(printf '  %s\n' "${bad[@]}")"
     if [[ $variant == cpu ]]; then
-        local cuda
-        cuda=$(cd "$top/lib" && ls | grep -E '^lib(cu|nv|nccl|torch_cuda|c10_cuda)' | grep -vxE 'libcudart\.so\.13|libcupti\.so\.13' || true)
-        [[ -z "$cuda" ]] || die "the cpu bundle carries CUDA libraries beyond libcudart and libcupti: $cuda"
+        local cuda=()
+        for f in "$top"/lib/lib{cu,nv,nccl,torch_cuda,c10_cuda}*; do
+            [[ -e "$f" ]] || continue
+            case "${f##*/}" in libcudart.so.13 | libcupti.so.13) ;; *) cuda+=("${f##*/}") ;; esac
+        done
+        [[ ${#cuda[@]} -eq 0 ]] || die "the cpu bundle carries CUDA libraries beyond libcudart and libcupti: ${cuda[*]}"
     fi
     local version
     version=$(cd / && env -i "$top/worker" --version) || die "the bundled worker does not start under env -i"
@@ -266,7 +273,9 @@ glibc_needed() {
 }
 
 main() {
-    need_tools $([[ $variant == cuda ]] && echo python3)
+    local extra=()
+    [[ $variant == cpu ]] || extra=(python3)
+    need_tools ${extra[@]+"${extra[@]}"}
     local t0=$SECONDS bin version name
     bin=$(worker_binary)
     local needs_cuda=no

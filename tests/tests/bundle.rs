@@ -48,7 +48,7 @@ fn the_cpu_bundle_trains_from_an_empty_folder_under_env_i() {
             .output()
             .unwrap(),
     );
-    assert_eq!(names(unpacked.path()), [name.clone()], "one top folder");
+    assert_eq!(names(unpacked.path()), [name.as_str()], "one top folder");
     // What the loader reports is the real path: compare with the real path.
     let top = unpacked.path().join(&name).canonicalize().unwrap();
     assert_eq!(names(&top), ["lib", "worker"]);
