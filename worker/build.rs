@@ -63,8 +63,13 @@ impl Versions {
         };
         let version_py = root.join("version.py");
         let build_version = root.join("build-version");
-        println!("cargo:rerun-if-changed={}", version_py.display());
-        println!("cargo:rerun-if-changed={}", build_version.display());
+        // Only files that exist: Cargo reruns a build script on every build while one it
+        // watches is missing, and that would recompile the worker every time.
+        for file in [&version_py, &build_version] {
+            if file.exists() {
+                println!("cargo:rerun-if-changed={}", file.display());
+            }
+        }
         let mut v = Versions::default();
         if let Ok(text) = std::fs::read_to_string(&version_py) {
             v.libtorch = py_string(&text, "__version__").map(|s| local_split(&s).0);
