@@ -5,15 +5,15 @@
 #
 # One top folder (named like the file) holding the stripped `worker` and, in lib/, every shared
 # library it loads but the system's (glibc, libstdc++, libgcc_s) and the NVIDIA driver's (see
-# SYSTEM_LIBS below). The worker finds them through its RUNPATH `$ORIGIN/lib`
-# and each library its neighbours through `$ORIGIN`: no Rust, Python, LD_LIBRARY_PATH or
-# dataset needed where it runs.
+# SYSTEM_LIBS below). The worker finds them through its RUNPATH `$ORIGIN/lib` and each library
+# its neighbours through `$ORIGIN`: no Rust, Python or LD_LIBRARY_PATH needed where it runs. No
+# dataset is in it (the worker finds Fashion-MNIST as before).
 #
 # usage: bash scripts/bundle-worker.sh cpu|cuda [--profile release|dev] [--out DIR]
 #
 #   cpu   the CPU libtorch the worker is built against (scripts/setup.sh's .deps/libtorch, or
 #         $LIBTORCH) plus the two small CUDA runtime libraries libtorch_cpu.so loads.
-#   cuda  a CUDA libtorch put together from the PyPI wheels torch 2.11.0 installs from (~3 GB
+#   cuda  a CUDA libtorch put together from the PyPI wheels torch 2.11.0 installs from (2.5 GB
 #         downloaded once into $BUNDLE_CACHE, default .deps-cuda/), built in <target>/cuda/ so
 #         that the CPU build's cache survives. Built on demand, never in CI.
 #   --profile release  (default) runs `cargo build --release -p worker` first.
@@ -126,7 +126,7 @@ cuda_libtorch() {
         return
     fi
     mkdir -p "$wheels"
-    log "downloading torch==$TORCH_VERSION and ${#CUDA_WHEELS[@]} NVIDIA wheels from PyPI into $wheels (~3 GB, once)"
+    log "downloading torch==$TORCH_VERSION and ${#CUDA_WHEELS[@]} NVIDIA wheels from PyPI into $wheels (2.5 GB, once)"
     local t0=$SECONDS
     pip_download "$wheels" "torch==$TORCH_VERSION" "${CUDA_WHEELS[@]}" >&2
     log "downloaded in $((SECONDS - t0)) s: $(du -sh "$wheels" | cut -f1)"
