@@ -5,6 +5,7 @@
 //! Tests that train or kill processes hold [`tests::exclusive`] for their whole run, so that
 //! no two of them share the 2 cores of a CI machine (side by side, training ran 16× slower).
 //!
+//! - `bundle`: the cpu worker bundle unpacked outside the checkout and run under `env -i`;
 //! - `deploy`: the Kubernetes overlays, Dockerfile, systemd units and Prometheus configs
 //!   checked with kubectl, kubernetes-validate, hadolint, systemd-analyze and promtool;
 //! - `e2e`: `coordinator run` with local workers, remote workers, bad input, the lab4 table;
@@ -15,6 +16,7 @@
 //! - `security_e2e`: token and TLS through the binaries;
 //! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
 
+mod bundle;
 mod deploy;
 mod e2e;
 mod faults;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
-    version,
+    version = crate::build_info::VERSION_LINE,
     about = "hypersweep worker: trains Fashion-MNIST trials with libtorch"
 )]
 pub struct Cli {

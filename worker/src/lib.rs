@@ -7,8 +7,10 @@
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
 //! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
-//! processes; [`cli`] is the command line of the thin `main.rs`.
+//! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
+//! this is (version, cpu or cuda, libtorch and CUDA versions).
 
+pub mod build_info;
 pub mod checkpoint;
 pub mod cli;
 pub mod client;
