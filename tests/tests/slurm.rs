@@ -609,12 +609,28 @@ fn workers_sbatch_array_joins_a_coordinator_outside_slurm() {
         assert!(log.contains("sweep done, leaving"), "{log}");
     }
     assert_complete(&results, 4, 8);
+    // Both array tasks joined this one coordinator. Which of them trained is timing: on a
+    // fast machine the first worker can finish the four small trials before Slurm starts
+    // the second task (CI saw exactly that), so the test asserts registration, not work.
+    let registered: std::collections::BTreeSet<&str> = coord
+        .lines
+        .seen
+        .iter()
+        .filter(|l| l.contains("worker registered"))
+        .filter_map(|l| l.split("name=").nth(1)?.split_whitespace().next())
+        .collect();
     assert_eq!(
-        sql(&format!(
-            "SELECT count(DISTINCT worker) FROM '{}/epochs/*.parquet'",
-            results.display()
-        )),
-        ["2"],
-        "both array tasks trained"
+        registered.len(),
+        2,
+        "both array tasks registered: {registered:?}\n{}",
+        coord.lines.seen.join("\n")
+    );
+    let trained = sql(&format!(
+        "SELECT count(DISTINCT worker) FROM '{}/epochs/*.parquet'",
+        results.display()
+    ));
+    assert!(
+        trained == ["1"] || trained == ["2"],
+        "the epochs name one or two workers: {trained:?}"
     );
 }
