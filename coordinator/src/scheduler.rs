@@ -98,6 +98,39 @@ pub struct WorkerInfo {
     pub device: String,
     /// Trials it runs at once; it is never given more leases than this.
     pub slots: u32,
+    /// What the worker is built from (the `build` label of its metrics).
+    pub build: String,
+}
+
+/// What a worker's heartbeats say about its work (issue 11: the per-worker metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WorkerLoad {
+    /// Training samples per second of its last epoch.
+    pub samples_per_second: f64,
+    /// GPU memory in use, in bytes (0 on CPU).
+    pub gpu_memory_bytes: u64,
+}
+
+/// How many trials are in each state and which workers are alive: what the metrics export
+/// ([`Scheduler::census`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Census {
+    pub queued: usize,
+    pub running: usize,
+    pub finished: usize,
+    pub failed: usize,
+    /// Registered workers not lost, in no particular order.
+    pub workers: Vec<AliveWorker>,
+}
+
+/// A worker in a [`Census`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliveWorker {
+    pub id: WorkerId,
+    pub device: String,
+    pub build: String,
+    /// What its last heartbeat said; `None` before its first.
+    pub load: Option<WorkerLoad>,
 }
 
 /// The answer to a lease request.
@@ -228,6 +261,7 @@ struct WorkerState {
     lost: bool,
     /// Leases it holds now.
     held: u32,
+    load: Option<WorkerLoad>,
 }
 
 /// The trial queue and every lease.
@@ -453,6 +487,7 @@ impl Scheduler {
                 last_seen: now,
                 lost: false,
                 held: 0,
+                load: None,
             },
         );
         id
@@ -530,6 +565,13 @@ impl Scheduler {
             }
         }
         Ok(abandon)
+    }
+
+    /// Keeps what a heartbeat of `worker` said about its work (call it with the heartbeat).
+    pub fn report_load(&mut self, worker: &WorkerId, load: WorkerLoad) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.load = Some(load);
+        }
     }
 
     /// Requeues (at the front) every trial whose lease lapsed, or fails it once it used
@@ -817,6 +859,31 @@ impl Scheduler {
             }
         }
         p
+    }
+
+    /// Trials by state and the workers alive (walks every trial, like [`Scheduler::progress`]).
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        for t in &self.trials {
+            match t.status {
+                TrialStatus::Queued => c.queued += 1,
+                TrialStatus::Running => c.running += 1,
+                TrialStatus::Finished => c.finished += 1,
+                TrialStatus::Failed => c.failed += 1,
+            }
+        }
+        c.workers = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.lost)
+            .map(|(id, w)| AliveWorker {
+                id: id.clone(),
+                device: w.info.device.clone(),
+                build: w.info.build.clone(),
+                load: w.load,
+            })
+            .collect();
+        c
     }
 
     /// One record per trial, in input order.

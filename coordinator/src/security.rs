@@ -12,7 +12,12 @@
 //!
 //! `grpc.health.v1.Health` stays open: load balancers and orchestrators probe it without
 //! credentials, and it answers only SERVING / NOT_SERVING for a service name that is public
-//! anyway (it is in the proto).
+//! anyway (it is in the proto). So does `--health-listen`, which serves nothing else.
+//!
+//! `--metrics-listen` follows the same rule as `--listen` ([`ServerSecurity::check_listener`]):
+//! beyond loopback it needs the token, and every scrape must then carry
+//! `Authorization: Bearer <token>` ([`RequireToken::allows`], the same check); with TLS it
+//! serves the same certificate ([`ServerSecurity::http_tls_config`]).
 //!
 //! TLS (rustls, via tonic's `tls-ring`): `--tls-cert`/`--tls-key` give the server identity;
 //! `--tls-client-ca` additionally requires every client to present a certificate signed by
