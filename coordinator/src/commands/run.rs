@@ -172,13 +172,20 @@ impl SideListeners {
 }
 
 impl SideServers {
+    /// Stops both; as for the main server, a client that keeps a connection open (a prober's
+    /// idle HTTP/2 connection) delays the exit by at most 5 s.
     async fn stop(self) {
+        let bounded = Duration::from_secs(5);
         if let Some(m) = self.metrics {
-            m.stop().await;
+            if tokio::time::timeout(bounded, m.stop()).await.is_err() {
+                warn!("the metrics listener did not stop within 5 s");
+            }
         }
         if let Some(h) = self.health {
-            if let Err(e) = h.stop().await {
-                warn!(error = %e, "the health listener stopped with an error");
+            match tokio::time::timeout(bounded, h.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "the health listener stopped with an error"),
+                Err(_) => warn!("the health listener did not stop within 5 s (a client kept its connection open)"),
             }
         }
     }
