@@ -406,6 +406,13 @@ fn prometheus_configs_and_rules_check() {
         "0123456789abcdef0123\n",
     )
     .unwrap();
+    // The certificates the configurations trust (the coordinator serves /metrics over TLS).
+    let cert = rcgen::generate_simple_self_signed(["coordinator".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    std::fs::write(d.join("hypersweep-ca.pem"), &cert).unwrap();
+    std::fs::write(mkdir(d.join("configmaps/hypersweep-ca")).join("ca.crt"), &cert).unwrap();
     // A target file as deploy/slurm/sweep.sbatch writes it (HYPERSWEEP_PROMETHEUS_SD_DIR).
     std::fs::write(
         mkdir(d.join("hypersweep-targets")).join("hypersweep-7.json"),
@@ -417,6 +424,10 @@ fn prometheus_configs_and_rules_check() {
         assert!(
             body.contains("type: Bearer") && body.contains("credentials_file:"),
             "{config}: the token must be sent as a bearer token from a file"
+        );
+        assert!(
+            body.contains("scheme: https") && body.contains("ca_file:"),
+            "{config}: the token must not cross the network in clear text"
         );
         let out = run_ok(
             Command::new(promtool)
