@@ -102,37 +102,6 @@ pub struct WorkerInfo {
     pub build: String,
 }
 
-/// What a worker's heartbeats say about its work (issue 11: the per-worker metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct WorkerLoad {
-    /// Training samples per second of its last epoch.
-    pub samples_per_second: f64,
-    /// GPU memory in use, in bytes (0 on CPU).
-    pub gpu_memory_bytes: u64,
-}
-
-/// How many trials are in each state and which workers are alive: what the metrics export
-/// ([`Scheduler::census`]).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Census {
-    pub queued: usize,
-    pub running: usize,
-    pub finished: usize,
-    pub failed: usize,
-    /// Registered workers not lost, in no particular order.
-    pub workers: Vec<AliveWorker>,
-}
-
-/// A worker in a [`Census`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct AliveWorker {
-    pub id: WorkerId,
-    pub device: String,
-    pub build: String,
-    /// What its last heartbeat said; `None` before its first.
-    pub load: Option<WorkerLoad>,
-}
-
 /// The answer to a lease request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseOutcome {
@@ -567,13 +536,6 @@ impl Scheduler {
         Ok(abandon)
     }
 
-    /// Keeps what a heartbeat of `worker` said about its work (call it with the heartbeat).
-    pub fn report_load(&mut self, worker: &WorkerId, load: WorkerLoad) {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.load = Some(load);
-        }
-    }
-
     /// Requeues (at the front) every trial whose lease lapsed, or fails it once it used
     /// `max_attempts`; marks workers silent for a lease timeout as lost.
     pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
@@ -861,31 +823,6 @@ impl Scheduler {
         p
     }
 
-    /// Trials by state and the workers alive (walks every trial, like [`Scheduler::progress`]).
-    pub fn census(&self) -> Census {
-        let mut c = Census::default();
-        for t in &self.trials {
-            match t.status {
-                TrialStatus::Queued => c.queued += 1,
-                TrialStatus::Running => c.running += 1,
-                TrialStatus::Finished => c.finished += 1,
-                TrialStatus::Failed => c.failed += 1,
-            }
-        }
-        c.workers = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.lost)
-            .map(|(id, w)| AliveWorker {
-                id: id.clone(),
-                device: w.info.device.clone(),
-                build: w.info.build.clone(),
-                load: w.load,
-            })
-            .collect();
-        c
-    }
-
     /// One record per trial, in input order.
     pub fn records(&self) -> Vec<TrialRecord> {
         self.trials
@@ -963,6 +900,9 @@ impl Scheduler {
         }
     }
 }
+
+mod census;
+pub use census::{AliveWorker, Census, WorkerLoad};
 
 #[cfg(test)]
 mod tests;
