@@ -63,7 +63,8 @@ start_coordinator() {
 }
 # Scrapes /metrics every second until stopped; prints the count, latency and size at the end.
 scrape_every_second() {
-    python3 - "$1" <<'EOF'
+    # exec: the background job's pid is Python's, so that stopping it stops the scraper.
+    exec python3 - "$1" <<'EOF'
 import signal, statistics, sys, time, urllib.request
 url, took, size = sys.argv[1], [], 0
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
