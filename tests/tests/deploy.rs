@@ -412,7 +412,11 @@ fn prometheus_configs_and_rules_check() {
         .cert
         .pem();
     std::fs::write(d.join("hypersweep-ca.pem"), &cert).unwrap();
-    std::fs::write(mkdir(d.join("configmaps/hypersweep-ca")).join("ca.crt"), &cert).unwrap();
+    std::fs::write(
+        mkdir(d.join("configmaps/hypersweep-ca")).join("ca.crt"),
+        &cert,
+    )
+    .unwrap();
     // A target file as deploy/slurm/sweep.sbatch writes it (HYPERSWEEP_PROMETHEUS_SD_DIR).
     std::fs::write(
         mkdir(d.join("hypersweep-targets")).join("hypersweep-7.json"),
