@@ -12,7 +12,9 @@
 # LOAD_CHECKPOINT_BYTES (1024), LOAD_TRIALS_LR / LOAD_TRIALS_SEEDS (400 / 100: 3 archs × lr ×
 # seeds trials of 3 epochs, 120,000 trials by default; the script stops if the sweep runs
 # out). Compare runs of the same sweep size only: trials.parquet rewrites and lease expiry
-# still walk every trial.
+# still walk every trial. LOAD_METRICS=1: the coordinator also serves --metrics-listen, and a
+# scraper fetches /metrics every second meanwhile (its count, latency and size are printed),
+# to measure what the metrics cost; run it with and without, side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${LOAD_BIN_DIR:-target/release}
@@ -30,6 +32,7 @@ done
 tmp=$(mktemp -d)
 coord_pid=
 cleanup() {
+    if [[ -n ${scraper_pid:-} ]]; then kill "$scraper_pid" 2>/dev/null || true; fi
     if [[ -n $coord_pid ]]; then kill -9 "$coord_pid" 2>/dev/null || true; wait "$coord_pid" 2>/dev/null || true; fi
     rm -rf "$tmp"
 }
@@ -44,13 +47,41 @@ with open(path, "w") as f:
     f.write(f'name = "load"\nseed = 1\n[defaults]\nepochs = 3\n[[experiment]]\nname = "load"\n'
             f'arch = ["ffv0", "ffv1", "ffv2"]\nlr = [{lrs}]\nseed = [{seeds}]\n')
 EOF
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 results=$tmp/results
+metrics=()
+if [[ ${LOAD_METRICS:-0} == 1 ]]; then
+    metrics_port=$(free_port)
+    metrics=(--metrics-listen "127.0.0.1:$metrics_port")
+fi
 
 start_coordinator() {
     RUST_LOG=warn "$bin/coordinator" run "$tmp/load.toml" --results "$results" --local-workers 0 \
-        --listen "127.0.0.1:$port" --plain --no-report >/dev/null 2>>"$tmp/coordinator.log" &
+        --listen "127.0.0.1:$port" "${metrics[@]}" --plain --no-report >/dev/null 2>>"$tmp/coordinator.log" &
     coord_pid=$!
+}
+# Scrapes /metrics every second until stopped; prints the count, latency and size at the end.
+scrape_every_second() {
+    # exec: the background job's pid is Python's, so that stopping it stops the scraper.
+    exec python3 - "$1" <<'EOF'
+import signal, statistics, sys, time, urllib.request
+url, took, size = sys.argv[1], [], 0
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+try:
+    while True:
+        t = time.monotonic()
+        try:
+            size = len(urllib.request.urlopen(url, timeout=10).read())
+            took.append(time.monotonic() - t)
+        except OSError:
+            pass
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+finally:
+    if took:
+        print(f"metrics: {len(took)} scrapes, {statistics.median(took) * 1000:.1f} ms median, "
+              f"{max(took) * 1000:.1f} ms max, {size / 1024:.0f} KiB each", flush=True)
+EOF
 }
 cpu_seconds() { # utime + stime of a process, in seconds
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
@@ -58,6 +89,11 @@ cpu_seconds() { # utime + stime of a process, in seconds
 
 trials=$("$bin/coordinator" check "$tmp/load.toml" --quiet)
 start_coordinator
+scraper_pid=
+if ((${#metrics[@]})); then
+    scrape_every_second "http://127.0.0.1:$metrics_port/metrics" >"$tmp/scrapes.txt" &
+    scraper_pid=$!
+fi
 cpu0=$(cpu_seconds "$coord_pid")
 "$bin/loadgen" --coordinator "http://127.0.0.1:$port" --workers "$workers" --seconds "$seconds" \
     --checkpoint-bytes "$ckpt" --acked-out "$tmp/acked.csv" >"$tmp/summary.json" || {
@@ -73,6 +109,12 @@ if ! kill -0 "$coord_pid" 2>/dev/null; then
 fi
 cpu1=$(cpu_seconds "$coord_pid")
 hwm=$(awk '/^VmHWM/ { print $2 / 1024 }' "/proc/$coord_pid/status")
+if [[ -n $scraper_pid ]]; then
+    kill -TERM "$scraper_pid"
+    wait "$scraper_pid" 2>/dev/null || true
+    scraper_pid=
+    cat "$tmp/scrapes.txt"
+fi
 cat "$tmp/summary.json"
 elapsed=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["elapsed_s"])' "$tmp/summary.json")
 reports=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["reports_acked"])' "$tmp/summary.json")

@@ -7,7 +7,8 @@
 #   bash scripts/bench.sh overhead  10,000 no-op trials through the real gRPC path, 8 workers
 #   bash scripts/bench.sh check   `coordinator check` of a generated 100,000-trial sweep: time, RSS
 #   bash scripts/bench.sh load    200 simulated workers leasing and reporting for 60 s against one
-#                                 coordinator (benches/load.sh): reports/s, latency, none lost
+#                                 coordinator (benches/load.sh): reports/s, latency, none lost;
+#                                 LOAD_METRICS=1: with --metrics-listen, scraped every second
 #
 # Output goes to bench-results/ (git-ignored). The PyTorch reference needs Python torch 2.11.0
 # + torchvision 0.26.0: installed into .deps/bench-venv on first use (~2.7 GB of wheels).

@@ -76,6 +76,15 @@ pub struct RunArgs {
     pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// Serve Prometheus metrics at ADDR, path /metrics (off unless given). A non-loopback
+    /// address needs --token-file, and scrapes must then send `Authorization: Bearer
+    /// <token>`; with --tls-cert the metrics are served over TLS too.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve grpc.health.v1, and nothing else, in plaintext and without a token at ADDR: for
+    /// probes that cannot speak TLS (Kubernetes' grpc probe). It tells only SERVING or not.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// Local worker processes to start. Default: one per core, one thread each.
     #[arg(long, value_name = "N")]
     pub local_workers: Option<usize>,

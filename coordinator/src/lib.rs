@@ -13,6 +13,9 @@
 //! - [`service`] is the `sweep.v1.Coordinator` gRPC service: the shared [`service::SweepState`],
 //!   the handlers, the wire checks, artifact uploads and [`service::serve`] (health and
 //!   reflection beside it; a bound listener and a shutdown future in).
+//! - [`metrics`] is the Prometheus metrics: one handle the service, the committer and the
+//!   sweep's state count through, the scheduler read at each scrape, and the `/metrics`
+//!   listener of `--metrics-listen`.
 //! - [`security`] is the shared token and TLS: the loopback-or-token rule, the interceptor
 //!   that answers `UNAUTHENTICATED`, the rustls configuration.
 //! - [`commands`] are the subcommands (`run`, `check`, `status`, `report`); `run` starts and
@@ -22,6 +25,7 @@
 pub mod cli;
 pub mod commands;
 pub mod local_workers;
+pub mod metrics;
 pub mod progress;
 pub mod results_writer;
 pub mod scheduler;

@@ -98,6 +98,8 @@ pub struct WorkerInfo {
     pub device: String,
     /// Trials it runs at once; it is never given more leases than this.
     pub slots: u32,
+    /// What the worker is built from (the `build` label of its metrics).
+    pub build: String,
 }
 
 /// The answer to a lease request.
@@ -228,6 +230,7 @@ struct WorkerState {
     lost: bool,
     /// Leases it holds now.
     held: u32,
+    load: Option<WorkerLoad>,
 }
 
 /// The trial queue and every lease.
@@ -453,6 +456,7 @@ impl Scheduler {
                 last_seen: now,
                 lost: false,
                 held: 0,
+                load: None,
             },
         );
         id
@@ -896,6 +900,9 @@ impl Scheduler {
         }
     }
 }
+
+mod census;
+pub use census::{AliveWorker, Census, WorkerLoad};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,12 @@
 //!
 //! `grpc.health.v1.Health` stays open: load balancers and orchestrators probe it without
 //! credentials, and it answers only SERVING / NOT_SERVING for a service name that is public
-//! anyway (it is in the proto).
+//! anyway (it is in the proto). So does `--health-listen`, which serves nothing else.
+//!
+//! `--metrics-listen` follows the same rule as `--listen` ([`ServerSecurity::check_listener`]):
+//! beyond loopback it needs the token, and every scrape must then carry
+//! `Authorization: Bearer <token>` ([`RequireToken::allows`], the same check); with TLS it
+//! serves the same certificate ([`ServerSecurity::http_tls_config`]).
 //!
 //! TLS (rustls, via tonic's `tls-ring`): `--tls-cert`/`--tls-key` give the server identity;
 //! `--tls-client-ca` additionally requires every client to present a certificate signed by
@@ -51,12 +56,15 @@ pub enum SecurityError {
     #[error("token file {}: {reason}", path.display())]
     BadToken { path: PathBuf, reason: String },
     #[error(
-        "--listen {listen} is not a loopback address: give --token-file FILE or \
+        "{flag} {listen} is not a loopback address: give --token-file FILE or \
          SWEEP_TOKEN_FILE=FILE with a shared token of at least {MIN_TOKEN_LEN} characters \
          (e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`), which every worker then passes \
          with its own --token-file; or listen on 127.0.0.1"
     )]
-    TokenRequired { listen: SocketAddr },
+    TokenRequired {
+        flag: &'static str,
+        listen: SocketAddr,
+    },
     #[error("{flag} {}: {source}", path.display())]
     ReadPem {
         flag: &'static str,
@@ -168,6 +176,9 @@ pub struct SecurityOptions {
 pub struct ServerSecurity {
     token: Option<Token>,
     tls: Option<ServerTlsConfig>,
+    /// The same identity and client rule for the HTTP listeners (`/metrics`), which tonic's
+    /// configuration cannot serve.
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     client_certs: bool,
 }
 
@@ -187,13 +198,11 @@ impl ServerSecurity {
     /// before anything starts.
     pub fn from_options(opts: &SecurityOptions, listen: SocketAddr) -> Result<ServerSecurity> {
         let token = opts.token_file.as_deref().map(Token::load).transpose()?;
-        if token.is_none() && !listen.ip().is_loopback() {
-            return Err(SecurityError::TokenRequired { listen });
-        }
         let mut security = ServerSecurity {
             token,
             ..ServerSecurity::default()
         };
+        security.check_listener("--listen", listen)?;
         match (&opts.tls_cert, &opts.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert_pem = read_pem("--tls-cert", cert)?;
@@ -223,6 +232,15 @@ impl ServerSecurity {
         Ok(security)
     }
 
+    /// The rule for every listener that needs the token (gRPC's `--listen`, `--metrics-listen`):
+    /// a non-loopback address without a token is refused, naming `flag`.
+    pub fn check_listener(&self, flag: &'static str, listen: SocketAddr) -> Result<()> {
+        if self.token.is_none() && !listen.ip().is_loopback() {
+            return Err(SecurityError::TokenRequired { flag, listen });
+        }
+        Ok(())
+    }
+
     /// Requires `token` on every call to the coordinator service and reflection.
     pub fn with_token(mut self, token: Token) -> ServerSecurity {
         self.token = Some(token);
@@ -246,6 +264,7 @@ impl ServerSecurity {
         tonic::transport::Server::builder()
             .tls_config(tls.clone())
             .map_err(|e| SecurityError::Tls(error_chain(&e)))?;
+        self.http_tls = Some(http_tls(cert_pem, key_pem, client_ca)?);
         self.tls = Some(tls);
         self.client_certs = client_ca.is_some();
         Ok(self)
@@ -266,6 +285,12 @@ impl ServerSecurity {
     /// The TLS configuration for the server builder.
     pub fn tls_config(&self) -> Option<ServerTlsConfig> {
         self.tls.clone()
+    }
+
+    /// The TLS configuration of the HTTP listeners (`/metrics`): the gRPC one's certificate,
+    /// key and client CA, for HTTP/1.1.
+    pub fn http_tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.http_tls.clone()
     }
 
     /// The interceptor that checks the token (it lets everything through without one).
@@ -323,22 +348,23 @@ impl RefusalLog {
     }
 }
 
-impl Interceptor for RequireToken {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+impl RequireToken {
+    /// Whether `authorization` (the header's value, if any) is `Bearer <token>`, or no token
+    /// is required. A refusal is logged as [`RequireToken`] says, with the `peer`. The one
+    /// check of gRPC calls and of HTTP requests (`/metrics`).
+    pub fn allows(&self, authorization: Option<&[u8]>, peer: Option<SocketAddr>) -> bool {
         let Some(token) = &self.token else {
-            return Ok(req);
+            return true;
         };
-        let refused = match req.metadata().get("authorization") {
+        let refused = match authorization {
             None => "no authorization header",
-            Some(v) => match v.as_bytes().strip_prefix(b"Bearer ") {
-                Some(presented) if token.matches(presented) => return Ok(req),
+            Some(v) => match v.strip_prefix(b"Bearer ") {
+                Some(presented) if token.matches(presented) => return true,
                 Some(_) => "wrong token",
                 None => "authorization is not `Bearer <token>`",
             },
         };
-        let peer = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         // A poisoned lock only means another call panicked mid-update; the counts stay usable.
         let log = self
             .refusals
@@ -353,8 +379,52 @@ impl Interceptor for RequireToken {
                 warn!(peer = %peer, reason = refused, "refused a call without the right token");
             }
         }
-        Err(Status::unauthenticated(UNAUTHENTICATED_MESSAGE))
+        false
     }
+}
+
+impl Interceptor for RequireToken {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let authorization = req.metadata().get("authorization").map(|v| v.as_bytes());
+        if self.allows(authorization, req.remote_addr()) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(UNAUTHENTICATED_MESSAGE))
+        }
+    }
+}
+
+/// The rustls configuration of [`ServerSecurity::http_tls_config`]: the PEMs were checked
+/// already (tonic's configuration was built from them).
+fn http_tls(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let tls = |e: &dyn std::error::Error| SecurityError::Tls(error_chain(e));
+    let certs = parse_certs(cert_pem).map_err(SecurityError::Tls)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| tls(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in parse_certs(ca).map_err(SecurityError::Tls)? {
+                roots.add(cert).map_err(|e| tls(&e))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| tls(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>> {
@@ -473,9 +543,26 @@ mod tests {
             token_file: Some(write(dir.path(), "t", "0123456789abcdef0123")),
             ..Default::default()
         };
-        assert!(ServerSecurity::from_options(&opts, any)
-            .unwrap()
-            .has_token());
+        let with_token = ServerSecurity::from_options(&opts, any).unwrap();
+        assert!(with_token.has_token());
+
+        // The same rule for the metrics listener, named after its flag.
+        let metrics: SocketAddr = (Ipv4Addr::UNSPECIFIED, 9464).into();
+        let s = ServerSecurity::from_options(&SecurityOptions::default(), lo).unwrap();
+        let msg = s
+            .check_listener("--metrics-listen", metrics)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "--metrics-listen 0.0.0.0:9464 is not a loopback address: give --token-file"
+            ),
+            "{msg}"
+        );
+        assert!(s.check_listener("--metrics-listen", lo).is_ok());
+        assert!(with_token
+            .check_listener("--metrics-listen", metrics)
+            .is_ok());
     }
 
     #[test]

@@ -174,15 +174,15 @@ async fn without_security_nothing_changes() {
 
 /// A CA, a server certificate it signed for 127.0.0.1 and localhost, and a client certificate
 /// it signed; plus a second, unrelated CA.
-struct Pki {
-    ca_pem: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-    other_ca_pem: String,
-    other_client_cert: String,
-    other_client_key: String,
+pub(crate) struct Pki {
+    pub(crate) ca_pem: String,
+    pub(crate) server_cert: String,
+    pub(crate) server_key: String,
+    pub(crate) client_cert: String,
+    pub(crate) client_key: String,
+    pub(crate) other_ca_pem: String,
+    pub(crate) other_client_cert: String,
+    pub(crate) other_client_key: String,
 }
 
 fn make_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
@@ -212,7 +212,7 @@ fn leaf(
     (cert.pem(), key.serialize_pem())
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     let ca = make_ca("test ca");
     let other = make_ca("other ca");

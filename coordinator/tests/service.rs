@@ -130,6 +130,7 @@ async fn a_worker_runs_the_sweep_and_results_reach_parquet() {
         .heartbeat(pb::HeartbeatRequest {
             worker_id: w1.clone(),
             running: vec![ta(&l.trial_id, 1).unwrap()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -333,6 +334,7 @@ async fn malformed_requests_are_rejected_with_the_right_code() {
         .heartbeat(pb::HeartbeatRequest {
             worker_id: w.clone(),
             running: vec![ta("nope", 1).unwrap()],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -385,6 +387,7 @@ async fn an_expired_lease_is_released_again_and_the_old_attempt_is_stale() {
         .heartbeat(pb::HeartbeatRequest {
             worker_id: w1.clone(),
             running: vec![ta(&l1.trial_id, 1).unwrap()],
+            ..Default::default()
         })
         .await
         .unwrap()

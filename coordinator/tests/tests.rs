@@ -5,11 +5,14 @@
 //!
 //! - `sweep`, `sweep_fuzz`: sweep files (the shipped ones, every error, generated ones);
 //! - `service`, `bad_input`, `security`: a real service on 127.0.0.1:0 ([`common::Sandbox`])
-//!   driven by real gRPC clients, well-behaved, hostile and unauthenticated.
+//!   driven by real gRPC clients, well-behaved, hostile and unauthenticated;
+//! - `metrics`: `/metrics` (token, TLS, what it counts), the plaintext health port,
+//!   reflection v1alpha.
 
 mod common;
 
 mod bad_input;
+mod metrics;
 mod security;
 mod service;
 mod sweep;

@@ -1,7 +1,7 @@
 //! Helpers the end-to-end tests in `tests/` share: where the repository and the workspace's
 //! binaries are, the DuckDB CLI, checks on finished processes and waiting on a child's log.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -123,6 +123,45 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// `name` in `.deps/venv/bin` (where scripts/ci-tools.sh puts the PyPI tools), else on PATH.
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let local = repo().join(".deps/venv/bin").join(name);
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The cluster tools `names` (kubectl, promtool, ...: `bash scripts/ci-tools.sh` installs
+/// them), in order; `None` (the test or check is skipped, loudly) when one is missing,
+/// unless HYPERSWEEP_REQUIRE_CLUSTER_TOOLS=1 (CI): then it fails.
+pub fn cluster_tools(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let found: Vec<Option<PathBuf>> = names.iter().map(|n| find_tool(n)).collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if missing.is_empty() {
+        return Some(found.into_iter().flatten().collect());
+    }
+    let why = format!(
+        "{test}: {} not found in .deps/venv/bin or on PATH (bash scripts/ci-tools.sh installs them)",
+        missing.join(", ")
+    );
+    if std::env::var("HYPERSWEEP_REQUIRE_CLUSTER_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{why}; HYPERSWEEP_REQUIRE_CLUSTER_TOOLS=1 says they must be there");
+    }
+    // Straight to stderr, past the test harness's capture: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+    None
 }
 
 /// The metric columns two runs of the same trials must agree on, bit for bit.

@@ -14,16 +14,15 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tests::repo;
+use tests::{cluster_tools as tools, repo};
 
 /// The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
 const KUBERNETES: &str = "1.37.0";
 
 /// Every metric a coordinator with `--metrics-listen` serves (deploy/README.md, "Metrics").
-const METRICS: [&str; 13] = [
+pub(crate) const METRICS: [&str; 13] = [
     "hypersweep_trials",
     "hypersweep_epochs_recorded_total",
     "hypersweep_leases_granted_total",
@@ -38,44 +37,6 @@ const METRICS: [&str; 13] = [
     "hypersweep_worker_samples_per_second",
     "hypersweep_worker_gpu_memory_bytes",
 ];
-
-/// `name` in `.deps/venv/bin` (where scripts/ci-tools.sh puts the PyPI tools), else on PATH.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let local = repo().join(".deps/venv/bin").join(name);
-    if local.is_file() {
-        return Some(local);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// The tools `names`, in order; `None` (the test is skipped, loudly) when one is missing,
-/// unless HYPERSWEEP_REQUIRE_CLUSTER_TOOLS=1: then it fails.
-fn tools(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
-    let found: Vec<Option<PathBuf>> = names.iter().map(|n| find_tool(n)).collect();
-    let missing: Vec<&str> = names
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(n, _)| *n)
-        .collect();
-    if missing.is_empty() {
-        return Some(found.into_iter().flatten().collect());
-    }
-    let why = format!(
-        "{test}: {} not found in .deps/venv/bin or on PATH (bash scripts/ci-tools.sh installs them)",
-        missing.join(", ")
-    );
-    if std::env::var("HYPERSWEEP_REQUIRE_CLUSTER_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("{why}; HYPERSWEEP_REQUIRE_CLUSTER_TOOLS=1 says they must be there");
-    }
-    // Straight to stderr, past the test harness's capture: a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
-    None
-}
 
 /// Runs `c`; fails showing its output unless it succeeded.
 fn run_ok(c: &mut Command) -> Output {
@@ -445,6 +406,17 @@ fn prometheus_configs_and_rules_check() {
         "0123456789abcdef0123\n",
     )
     .unwrap();
+    // The certificates the configurations trust (the coordinator serves /metrics over TLS).
+    let cert = rcgen::generate_simple_self_signed(["coordinator".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    std::fs::write(d.join("hypersweep-ca.pem"), &cert).unwrap();
+    std::fs::write(
+        mkdir(d.join("configmaps/hypersweep-ca")).join("ca.crt"),
+        &cert,
+    )
+    .unwrap();
     // A target file as deploy/slurm/sweep.sbatch writes it (HYPERSWEEP_PROMETHEUS_SD_DIR).
     std::fs::write(
         mkdir(d.join("hypersweep-targets")).join("hypersweep-7.json"),
@@ -456,6 +428,10 @@ fn prometheus_configs_and_rules_check() {
         assert!(
             body.contains("type: Bearer") && body.contains("credentials_file:"),
             "{config}: the token must be sent as a bearer token from a file"
+        );
+        assert!(
+            body.contains("scheme: https") && body.contains("ca_file:"),
+            "{config}: the token must not cross the network in clear text"
         );
         let out = run_ok(
             Command::new(promtool)

@@ -5,7 +5,8 @@
 //!
 //! - `deploy/slurm/sweep.sbatch` on `sweeps/smoke.toml` in the smallest allocation it must
 //!   take (`--ntasks=2 --cpus-per-task=1`, one node): every trial finished, every
-//!   (trial, epoch) once, the token folder private.
+//!   (trial, epoch) once, the token folder private; its metrics scraped while it runs, as
+//!   Prometheus would (the file_sd target it writes, TLS from a CA of the user's, the token).
 //! - The same script interrupted twice mid-sweep (`scontrol requeue`, then `scancel` and a new
 //!   `sbatch`): the finished sweep has every (trial, epoch) exactly once.
 //! - `deploy/slurm/workers.sbatch` as a job array joining a coordinator outside Slurm.
@@ -333,9 +334,21 @@ fn sweep_sbatch_runs_the_smoke_sweep_on_two_cpus() {
     }
     let slurm = Slurm::up();
     let submit = tempfile::tempdir().unwrap();
+    // Metrics on: the job's certificate signed by a CA of the user's, which the scrape (as
+    // Prometheus would) trusts; the job names itself in a file_sd folder while it runs.
+    let ca = make_ca(submit.path());
+    let targets = submit.path().join("targets");
+    std::fs::create_dir(&targets).unwrap();
+    let scraper = {
+        let (targets, submit, ca) = (targets.clone(), submit.path().to_owned(), ca.clone());
+        std::thread::spawn(move || scrape_the_job(&targets, &submit, &ca))
+    };
     let started = Instant::now();
     let out = slurm
         .sbatch(submit.path())
+        .env("HYPERSWEEP_TLS_CA", &ca)
+        .env("HYPERSWEEP_METRICS_PORT", "auto")
+        .env("HYPERSWEEP_PROMETHEUS_SD_DIR", &targets)
         .args(["--parsable", "--wait", "--ntasks=2", "--cpus-per-task=1"])
         .arg(repo().join("deploy/slurm/sweep.sbatch"))
         .arg(repo().join("sweeps/smoke.toml"))
@@ -382,6 +395,106 @@ fn sweep_sbatch_runs_the_smoke_sweep_on_two_cpus() {
     assert_eq!(mode(&secrets), 0o700, "{}", secrets.display());
     assert_eq!(mode(&secrets.join("token")), 0o600);
     assert_eq!(mode(&secrets.join("key.pem")), 0o600);
+
+    // Scraped over TLS, trusting the CA alone, with the job's token; 401 without it.
+    let (with_token, without) = scraper.join().unwrap();
+    assert!(
+        with_token.contains("hypersweep_trials{state=\"queued\"}"),
+        "{with_token}\n{log}"
+    );
+    assert_eq!(without, "401");
+    let left: Vec<_> = std::fs::read_dir(&targets).unwrap().collect();
+    assert!(left.is_empty(), "the job left its target file: {left:?}");
+}
+
+/// A CA of the user's for `HYPERSWEEP_TLS_CA`: `DIR/ca.pem` and `DIR/ca.key`.
+fn make_ca(under: &Path) -> std::path::PathBuf {
+    let dir = under.join("ca");
+    std::fs::create_dir(&dir).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=hypersweep test ca"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Waits (up to 2 minutes) for a job's target file in `targets`, then scrapes the target over
+/// HTTPS with Python's TLS client, trusting only `ca/ca.pem` and checking the address in the
+/// certificate, until a scrape with the job's token answers: that answer's body, and the
+/// status of a scrape without the token.
+fn scrape_the_job(targets: &Path, submit: &Path, ca: &Path) -> (String, String) {
+    const SCRAPE: &str = r#"
+import json, ssl, sys, urllib.request, urllib.error
+target, ca, token = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().strip()
+ctx = ssl.create_default_context(cafile=ca)
+def get(headers):
+    req = urllib.request.Request("https://%s/metrics" % target, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            return str(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return str(e.code), ""
+status, body = get({"Authorization": "Bearer " + token})
+if status != "200":
+    sys.exit("status %s" % status)
+print(get({})[0])
+print(body)
+"#;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(file) = std::fs::read_dir(targets).unwrap().flatten().next() else {
+            continue;
+        };
+        let name = file.file_name().to_string_lossy().into_owned();
+        let Some(job) = name
+            .strip_prefix("hypersweep-")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let Ok(sd) = std::fs::read_to_string(file.path()) else {
+            continue;
+        };
+        let sd: serde_json::Value = serde_json::from_str(&sd).expect("the target file is JSON");
+        let target = sd[0]["targets"][0].as_str().unwrap().to_owned();
+        assert_eq!(sd[0]["labels"]["sweep"], "smoke", "{sd}");
+        assert_eq!(sd[0]["labels"]["slurm_job_id"], job, "{sd}");
+        let token = submit.join(format!("results/smoke/.slurm-{job}/token"));
+        let out = Command::new("python3")
+            .args(["-c", SCRAPE, &target])
+            .arg(ca.join("ca.pem"))
+            .arg(&token)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (without, body) = text.split_once('\n').unwrap_or_default();
+            return (body.to_owned(), without.to_owned());
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    panic!("no scrape of the job's metrics within 2 minutes; last try: {last}");
 }
 
 /// A sweep long enough to be interrupted twice: two CNNs (about half a second an epoch here)

@@ -12,6 +12,7 @@
 //! - `faults`: workers and the coordinator `kill -9`ed mid-sweep; `--slots`;
 //! - `netns`: a worker's link cut in network namespaces (root);
 //! - `load`: 200 simulated workers and a `kill -9`;
+//! - `metrics`: `/metrics` scraped during a real sweep, checked by promtool;
 //! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
 //! - `security_e2e`: token and TLS through the binaries;
 //! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
@@ -22,6 +23,7 @@ mod e2e;
 mod faults;
 mod load;
 mod local_workers;
+mod metrics;
 mod netns;
 mod security_e2e;
 mod slurm;

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 use proto::pb::{self, lease_response::Outcome};
 use proto::{EpochMetrics, Hyperparams};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -42,6 +42,9 @@ pub struct Coordinator {
     heartbeat_interval: Duration,
     /// The trial attempts this process holds leases on now, reported by every heartbeat.
     held: Mutex<Vec<Attempt>>,
+    /// Training samples per second of the last epoch (an `f64`'s bits), reported by every
+    /// heartbeat for the coordinator's metrics.
+    samples_per_second: AtomicU64,
 }
 
 /// One attempt at one trial, leased to this worker: what every call about the trial names.
@@ -173,6 +176,7 @@ impl Coordinator {
             budget,
             heartbeat_interval: Duration::from_millis(u64::from(reg.heartbeat_interval_ms.max(50))),
             held: Mutex::new(Vec::new()),
+            samples_per_second: AtomicU64::new(0f64.to_bits()),
         })
     }
 
@@ -231,6 +235,9 @@ impl Coordinator {
         let req = pb::HeartbeatRequest {
             worker_id: worker_id.clone(),
             running,
+            samples_per_second: f64::from_bits(self.samples_per_second.load(Ordering::Relaxed)),
+            // GPU memory: issue 10 measures it; 0 (what CPU workers use) until then.
+            gpu_memory_bytes: 0,
         };
         match self.rpc.clone().heartbeat(req).await {
             Ok(resp) => {
@@ -249,6 +256,16 @@ impl Coordinator {
                 }
                 e => warn!(error = %e, "heartbeat failed"),
             },
+        }
+    }
+
+    /// The last epoch went through `samples` training samples in `seconds`: the throughput
+    /// the next heartbeats report (a non-positive or non-finite time changes nothing).
+    pub fn epoch_trained(&self, samples: u64, seconds: f64) {
+        let rate = samples as f64 / seconds;
+        if seconds > 0.0 && rate.is_finite() {
+            self.samples_per_second
+                .store(rate.to_bits(), Ordering::Relaxed);
         }
     }
 

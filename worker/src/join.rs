@@ -33,9 +33,10 @@ use tracing::{info, warn};
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
 const MAX_CHECKPOINT: usize = 60 << 20;
 
-/// One finished epoch on its way from the training thread: its metrics and the checkpoint
-/// after it.
-type Epoch = (EpochMetrics, Vec<u8>);
+/// One finished epoch on its way from the training thread: its metrics, the checkpoint
+/// after it, and how many training samples it went through (for the throughput heartbeats
+/// report).
+type Epoch = (EpochMetrics, Vec<u8>, u64);
 
 struct Ctx {
     coord: Coordinator,
@@ -264,6 +265,7 @@ fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
     device::set_threads(job.threads);
     let mut trial = start_or_resume(&job)?;
     trial.checkpoint_every_epoch = true;
+    let samples = u64::try_from(trial.splits.train.len()).unwrap_or(0);
     trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
@@ -271,7 +273,7 @@ fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
             ));
         }
         epochs
-            .blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default()))
+            .blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default(), samples))
             .map_err(|_| Error::Abandoned("reporting stopped".into()))
     })?;
     drop(epochs);
@@ -313,7 +315,8 @@ async fn forward_epochs(
     attempt: &Attempt,
     mut epochs: mpsc::Receiver<Epoch>,
 ) -> Result<Forwarded> {
-    while let Some((m, mut checkpoint)) = epochs.recv().await {
+    while let Some((m, mut checkpoint, samples)) = epochs.recv().await {
+        coord.epoch_trained(samples, m.seconds);
         if checkpoint.len() > MAX_CHECKPOINT {
             // Past the coordinator's message limit the whole report would be refused: send
             // the metrics alone (a re-leased trial then retrains from its last checkpoint).

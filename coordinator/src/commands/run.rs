@@ -8,6 +8,7 @@
 
 use crate::cli::RunArgs;
 use crate::local_workers::{LocalWorkerSecurity, LocalWorkers, Stuck};
+use crate::metrics;
 use crate::progress::{Display, DRAW_EVERY};
 use crate::security::ServerSecurity;
 use crate::service::{self, ServiceConfig, SweepState};
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 /// The folder a sweep's results go to.
@@ -71,19 +73,24 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let security = ServerSecurity::from_options(&args.security.to_options(), listen)?;
+    if let Some(addr) = args.metrics_listen {
+        security.check_listener("--metrics-listen", addr)?;
+    }
     let plan = LocalPlan::from_args(&args)?;
     let dir = ResultsDir::new(results_dir(&args, &sweep));
     let config = service_config(&args, &sweep, &dir)?;
     let local_security = LocalWorkerSecurity::new(&args, &security, plan.workers)?;
     prepare_results(&dir, args.fresh)?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    let side = SideListeners::bind(&args).await?;
     let state = SweepState::open(sweep.trials.clone(), config)?;
     announce(&sweep, &state, &dir, addr);
 
+    let side = side.spawn(&state, &security);
     let server = service::spawn(listener, Arc::clone(&state), security);
     let started = Instant::now();
     let mut workers = LocalWorkers::start(
@@ -115,11 +122,73 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     if !args.no_report && state.progress().finished > 0 {
         build_report(&dir).await?;
     }
+    // Last: a scrape after the sweep still sees its final numbers while the report is built.
+    side.stop().await;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The listeners beside gRPC, `--metrics-listen` and `--health-listen`: bound before the
+/// state opens (a port in use stops the run before anything starts), served once it is open.
+struct SideListeners {
+    metrics: Option<TcpListener>,
+    health: Option<TcpListener>,
+}
+
+/// The [`SideListeners`] serving.
+struct SideServers {
+    metrics: Option<metrics::http::Running>,
+    health: Option<service::Running>,
+}
+
+impl SideListeners {
+    async fn bind(args: &RunArgs) -> Result<SideListeners> {
+        async fn bind(flag: &str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>> {
+            let Some(addr) = addr else { return Ok(None) };
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {flag} {addr}"))?;
+            Ok(Some(l))
+        }
+        Ok(SideListeners {
+            metrics: bind("--metrics-listen", args.metrics_listen).await?,
+            health: bind("--health-listen", args.health_listen).await?,
+        })
+    }
+
+    fn spawn(self, state: &SweepState, security: &ServerSecurity) -> SideServers {
+        SideServers {
+            metrics: self
+                .metrics
+                .map(|l| metrics::http::spawn(l, state.metrics().clone(), security)),
+            health: self
+                .health
+                .map(|l| service::health::spawn(l, state.health())),
+        }
+    }
+}
+
+impl SideServers {
+    /// Stops both; as for the main server, a client that keeps a connection open (a prober's
+    /// idle HTTP/2 connection) delays the exit by at most 5 s.
+    async fn stop(self) {
+        let bounded = Duration::from_secs(5);
+        if let Some(m) = self.metrics {
+            if tokio::time::timeout(bounded, m.stop()).await.is_err() {
+                warn!("the metrics listener did not stop within 5 s");
+            }
+        }
+        if let Some(h) = self.health {
+            match tokio::time::timeout(bounded, h.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "the health listener stopped with an error"),
+                Err(_) => warn!("the health listener did not stop within 5 s (a client kept its connection open)"),
+            }
+        }
+    }
 }
 
 /// Says what the folder already held (on a resume) and that the sweep starts.

@@ -179,6 +179,7 @@ mod tests {
                 name: "host:1".into(),
                 device: "cpu".into(),
                 slots: 1,
+                build: "test".into(),
             },
             t0,
         );

@@ -38,6 +38,7 @@ fn worker(s: &mut Scheduler, name: &str, slots: u32, now: Instant) -> WorkerId {
             name: name.into(),
             device: "cpu".into(),
             slots,
+            build: "test".into(),
         },
         now,
     )
@@ -582,4 +583,40 @@ fn lost_workers_without_leases_can_be_forgotten() {
         s.lease(&idle, later),
         Err(SchedulerError::UnknownWorker(_))
     ));
+}
+
+#[test]
+fn census_counts_trials_by_state_and_only_workers_alive_with_their_load() {
+    let (mut s, t0) = sched(vec![hp(Arch::Ffv0, 32, 1, 1), hp(Arch::Ffv0, 32, 1, 2)], 3);
+    let a = worker(&mut s, "a", 1, t0);
+    let b = worker(&mut s, "b", 1, t0);
+    let l = lease(&mut s, &a, t0);
+    let load = WorkerLoad {
+        samples_per_second: 2500.0,
+        gpu_memory_bytes: 7,
+    };
+    s.report_load(&a, load);
+    let c = s.census();
+    assert_eq!((c.queued, c.running, c.finished, c.failed), (1, 1, 0, 0));
+    let mut workers = c.workers.clone();
+    workers.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(workers.len(), 2);
+    assert_eq!(workers[0].id, a);
+    assert_eq!(workers[0].load, Some(load));
+    assert_eq!(workers[0].build, "test");
+    assert_eq!(workers[1].load, None, "b never sent a heartbeat");
+
+    report(&mut s, &a, &l, 1, t0).unwrap();
+    s.finish(&a, &l.trial_id, l.attempt, t0).unwrap();
+    // `b` falls silent past the timeout, `a` keeps calling: only `a` is in the census.
+    let later = t0 + TIMEOUT;
+    s.heartbeat(&a, &[], later).unwrap();
+    s.expire(later);
+    let c = s.census();
+    assert_eq!((c.queued, c.running, c.finished, c.failed), (1, 0, 1, 0));
+    assert_eq!(c.workers.len(), 1);
+    assert_eq!(c.workers[0].id, a);
+    // Calling again brings `b` back, without a load until its next heartbeat reports one.
+    s.heartbeat(&b, &[], later).unwrap();
+    assert_eq!(s.census().workers.len(), 2);
 }

@@ -12,7 +12,7 @@ use crate::store::Op;
 use proto::pb::coordinator_server::Coordinator;
 use proto::{pb, EpochMetrics, TrialId};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
 
@@ -58,6 +58,16 @@ async fn committed(pending: Option<Pending>, trial: &TrialId, what: &str) -> Res
     })
 }
 
+/// The `build` label of a worker's metrics (`hypersweep_workers_connected`): what its
+/// registration says it was built from, today the crate version. The one place to change
+/// when registrations describe builds better.
+fn build_label(r: &pb::RegisterRequest) -> String {
+    match clip(&r.version, 64) {
+        "" => "unknown".to_owned(),
+        v => v.to_owned(),
+    }
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -85,6 +95,44 @@ impl CoordinatorService {
             warn!(trial = %trial, error = %e, "unreadable checkpoint, the trial starts over");
             None
         }))
+    }
+
+    /// ReportEpoch: the epoch recorded (or found a duplicate), answered after its commit.
+    async fn record_epoch(
+        &self,
+        r: pb::ReportEpochRequest,
+    ) -> Result<Response<pb::ReportEpochResponse>, Status> {
+        let worker = worker_id(r.worker_id)?;
+        let (trial, attempt) = trial_attempt(r.trial)?;
+        let metrics = r.metrics.ok_or_else(|| invalid("missing field metrics"))?;
+        let metrics =
+            EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
+        let checkpoint = r.checkpoint;
+        let (outcome, commit) = self.state.change(|s, now, ops| {
+            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
+            if let ReportOutcome::Accepted(rec) = &outcome {
+                ops.push(Op::Epoch(self.state.next_seq(), rec.clone()));
+                durable(s, &trial, ops);
+                if !checkpoint.is_empty() {
+                    ops.push(Op::Checkpoint(trial.clone(), metrics.epoch, checkpoint));
+                }
+            }
+            Ok::<_, SchedulerError>(outcome)
+        });
+        let outcome = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
+        committed(commit, &trial, "epoch").await?;
+        let duplicate = match outcome {
+            ReportOutcome::Accepted(_) => {
+                info!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch,
+                    val_acc = metrics.val_acc, test_acc = metrics.test_acc, "epoch finished");
+                false
+            }
+            ReportOutcome::Duplicate => {
+                debug!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch, "epoch already recorded");
+                true
+            }
+        };
+        Ok(Response::new(pb::ReportEpochResponse { duplicate }))
     }
 
     /// A lease for the wire, with the checkpoint to resume from.
@@ -124,6 +172,7 @@ impl Coordinator for CoordinatorService {
             return Err(invalid("slots must be at least 1"));
         }
         let info = WorkerInfo {
+            build: build_label(&r),
             name: r.name,
             device: r.device,
             slots: r.slots,
@@ -159,7 +208,10 @@ impl Coordinator for CoordinatorService {
         let worker = worker_id(request.into_inner().worker_id)?;
         let outcome = self.state.with_scheduler(|s, now| s.lease(&worker, now))?;
         let outcome = match outcome {
-            LeaseOutcome::Lease(l) => Outcome::Lease(self.grant(&worker, l).await?),
+            LeaseOutcome::Lease(l) => {
+                self.state.metrics().lease_granted();
+                Outcome::Lease(self.grant(&worker, l).await?)
+            }
             LeaseOutcome::Wait => Outcome::Wait(pb::Wait {
                 retry_after_ms: millis(self.state.retry_after()),
             }),
@@ -177,38 +229,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ReportEpochRequest>,
     ) -> Result<Response<pb::ReportEpochResponse>, Status> {
-        let r = request.into_inner();
-        let worker = worker_id(r.worker_id)?;
-        let (trial, attempt) = trial_attempt(r.trial)?;
-        let metrics = r.metrics.ok_or_else(|| invalid("missing field metrics"))?;
-        let metrics =
-            EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
-        let checkpoint = r.checkpoint;
-        let (outcome, commit) = self.state.change(|s, now, ops| {
-            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
-            if let ReportOutcome::Accepted(rec) = &outcome {
-                ops.push(Op::Epoch(self.state.next_seq(), rec.clone()));
-                durable(s, &trial, ops);
-                if !checkpoint.is_empty() {
-                    ops.push(Op::Checkpoint(trial.clone(), metrics.epoch, checkpoint));
-                }
-            }
-            Ok::<_, SchedulerError>(outcome)
-        });
-        let outcome = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
-        committed(commit, &trial, "epoch").await?;
-        let duplicate = match outcome {
-            ReportOutcome::Accepted(_) => {
-                info!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch,
-                    val_acc = metrics.val_acc, test_acc = metrics.test_acc, "epoch finished");
-                false
-            }
-            ReportOutcome::Duplicate => {
-                debug!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch, "epoch already recorded");
-                true
-            }
-        };
-        Ok(Response::new(pb::ReportEpochResponse { duplicate }))
+        let arrived = Instant::now();
+        let answer = self.record_epoch(request.into_inner()).await;
+        self.state.metrics().report_answered(arrived.elapsed());
+        answer
     }
 
     async fn heartbeat(
@@ -216,6 +240,7 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
+        let load = validate::load(&r)?;
         let worker = worker_id(r.worker_id)?;
         if r.running.len() > MAX_RUNNING {
             return Err(invalid(format!(
@@ -227,9 +252,11 @@ impl Coordinator for CoordinatorService {
             .into_iter()
             .map(|t| trial_attempt(Some(t)))
             .collect::<Result<Vec<_>, Status>>()?;
-        let abandon = self
-            .state
-            .with_scheduler(|s, now| s.heartbeat(&worker, &running, now))?;
+        let abandon = self.state.with_scheduler(|s, now| {
+            let abandon = s.heartbeat(&worker, &running, now)?;
+            s.report_load(&worker, load);
+            Ok::<_, SchedulerError>(abandon)
+        })?;
         for (trial, attempt) in &abandon {
             info!(worker = %worker, trial = %trial, attempt, "worker told to abandon a trial");
         }
@@ -282,6 +309,7 @@ impl Coordinator for CoordinatorService {
         });
         let status = status.map_err(|e| refused(e, &worker, "failure report"))?;
         committed(commit, &trial, "failure").await?;
+        self.state.metrics().attempt_failed();
         warn!(worker = %worker, trial = %trial, attempt, retryable = r.retryable, reason, status = %status, "trial attempt failed");
         Ok(Response::new(pb::FailResponse {}))
     }
@@ -304,6 +332,9 @@ impl Coordinator for CoordinatorService {
         let upload = Upload::start(self.state.dir(), &trial, artifact).await?;
         let max = self.state.config().max_artifact_bytes;
         let received = upload.receive(first.data, &mut stream, max).await;
+        if let Ok(bytes) = received {
+            self.state.metrics().artifact_received(bytes);
+        }
         // The lease may have moved on while the bytes streamed in.
         let result = match (received, self.state.read(holds)) {
             (Ok(bytes), Ok(())) => upload.keep().await.map(|()| bytes),

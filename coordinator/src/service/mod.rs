@@ -6,7 +6,8 @@
 //!   to gRPC codes ([`handlers::code`]);
 //! - [`validate`]: the checks of every wire field before it reaches the scheduler;
 //! - `artifacts`: uploaded artifact files, written whole or not at all;
-//! - [`server`]: [`serve`], the tonic server with health, reflection and lease expiry.
+//! - [`server`]: [`serve`], the tonic server with health, reflection and lease expiry;
+//! - [`health`]: the health statuses both the main listener and `--health-listen` serve.
 //!
 //! How an epoch report becomes a Parquet row: [`handlers`] validates it, the scheduler
 //! accepts it as a [`results_format::EpochRecord`] under the state's lock, the committer
@@ -15,11 +16,13 @@
 
 mod artifacts;
 pub mod handlers;
+pub mod health;
 pub mod server;
 pub mod state;
 pub mod validate;
 
 pub use handlers::CoordinatorService;
+pub use health::Health;
 pub use server::{serve, spawn, Running};
 pub use state::SweepState;
 

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
+/// What a server started by [`Running::spawn`] stops on.
+pub(super) type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A [`serve`] running on a task of its own, until [`Running::stop`].
 pub struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -22,14 +25,22 @@ pub fn spawn(
     state: Arc<SweepState>,
     security: crate::security::ServerSecurity,
 ) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, state, security, async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
+    Running::spawn(move |shutdown| serve(listener, state, security, shutdown))
 }
 
 impl Running {
+    /// Runs `server(shutdown)` on a task of its own; `shutdown` completes at [`Running::stop`].
+    pub(super) fn spawn<F>(server: impl FnOnce(ShutdownSignal) -> F) -> Running
+    where
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server(Box::pin(async {
+            let _ = stopped.await;
+        })));
+        Running { stop, task }
+    }
+
     /// Asks the server to stop, now, and returns the wait for it: the error is serving's,
     /// or the task's.
     pub fn stop(self) -> impl Future<Output = Result<()>> {
@@ -42,8 +53,10 @@ impl Running {
     }
 }
 
-/// Serves the coordinator, gRPC health (`sweep.v1.Coordinator` SERVING) and reflection on
-/// `listener` until `shutdown` completes, expiring lapsed leases every quarter lease timeout.
+/// Serves the coordinator, gRPC health and reflection (`grpc.reflection.v1` and
+/// `v1alpha`, which Python's grpcio-reflection and older grpcurl builds speak) on `listener`
+/// until `shutdown` completes, expiring lapsed leases every quarter lease timeout. The
+/// sweep's [`super::Health`] says SERVING while it serves (on every health listener).
 ///
 /// `security` says what is enforced (its `Default`: nothing, as for loopback): its
 /// token on the coordinator service and reflection (health stays open for load balancers, see
@@ -54,16 +67,20 @@ pub async fn serve(
     security: crate::security::ServerSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CoordinatorServer<CoordinatorService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection =
-        tonic::service::interceptor::InterceptedService::new(reflection, security.interceptor());
+    let health = state.health().clone();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1()?,
+        security.interceptor(),
+    );
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1alpha()?,
+        security.interceptor(),
+    );
 
     let period = (state.config().lease_timeout / 4).max(Duration::from_millis(10));
     let expiry = {
@@ -93,9 +110,11 @@ pub async fn serve(
     if let Some(tls) = security.tls_config() {
         builder = builder.tls_config(tls)?;
     }
+    health.set_serving(true).await;
     let result = builder
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(health.service())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             // Bounded: a ReportEpoch carries a checkpoint, anything larger is refused with
             // RESOURCE_EXHAUSTED before it is buffered.
@@ -108,6 +127,7 @@ pub async fn serve(
             shutdown,
         )
         .await;
+    health.set_serving(false).await;
     expiry.abort();
     result?;
     Ok(())

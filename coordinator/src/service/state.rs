@@ -3,8 +3,9 @@
 //!
 //! It holds the [`Scheduler`] behind a mutex taken only for in-memory work (never across an
 //! await or file I/O), a watch channel marked changed with every state change (progress
-//! snapshots are computed on demand), the [`Committer`] of the durable state, and the
-//! [`ResultsWriter`].
+//! snapshots are computed on demand), the [`Committer`] of the durable state, the
+//! [`ResultsWriter`], the [`Metrics`] everyone counts through (their state gauges read the
+//! scheduler at each scrape) and the [`Health`] statuses.
 //!
 //! The commit protocol: every change of a trial is queued to the committer while the
 //! scheduler's lock is held ([`SweepState::change`]), so commits follow the scheduler's order,
@@ -13,7 +14,8 @@
 //! order. On start, [`SweepState::open`] opens `state.redb`, restores every trial and queues
 //! the rows the part files lack.
 
-use super::{Result, ServiceConfig, ServiceError};
+use super::{Health, Result, ServiceConfig, ServiceError};
+use crate::metrics::Metrics;
 use crate::results_writer::{EpochWriter, ResultsWriter};
 use crate::scheduler::{Progress, Restored, Scheduler, SchedulerConfig, WorkerId};
 use crate::store::{Committer, Op, Store};
@@ -45,6 +47,8 @@ pub struct SweepState {
     incarnation: u64,
     /// Workers that were answered `Done`.
     told_done: Mutex<HashSet<WorkerId>>,
+    metrics: Metrics,
+    health: Health,
 }
 
 /// A commit queued under the scheduler's lock; await it after releasing the lock.
@@ -114,9 +118,13 @@ impl SweepState {
             dir.clone(),
             config.flush_interval,
         );
+        let metrics = {
+            let scheduler = Arc::clone(&scheduler);
+            Metrics::new(move || lock(&scheduler).census())
+        };
         let committer = {
             let writer = writer.clone();
-            Committer::spawn(opened.store.clone(), move |rows| {
+            Committer::spawn(opened.store.clone(), metrics.clone(), move |rows| {
                 for (seq, row) in rows {
                     if writer.blocking_row(seq, row).is_err() {
                         error!(seq, "results writer stopped; the row stays in the state and is written on the next start");
@@ -136,7 +144,19 @@ impl SweepState {
             restored,
             incarnation: opened.incarnation,
             told_done: Mutex::default(),
+            metrics,
+            health: Health::default(),
         }))
+    }
+
+    /// The metrics of this sweep: what `--metrics-listen` serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The health statuses every health listener answers from.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// What the state of earlier runs held.
@@ -280,6 +300,7 @@ impl SweepState {
             }
             expired
         });
+        self.metrics.leases_expired(expired.len());
         // Nobody waits for this commit; the next start finds the trials requeued anyway.
         for e in &expired {
             if e.failed {

@@ -3,7 +3,7 @@
 //! hyperparameters and metrics are `proto::convert`'s `TryFrom`s; these are the fields the
 //! coordinator reads itself.)
 
-use crate::scheduler::WorkerId;
+use crate::scheduler::{WorkerId, WorkerLoad};
 use proto::{pb, Artifact, TrialId};
 use tonic::Status;
 
@@ -47,6 +47,21 @@ fn trial_id(s: String) -> Result<TrialId, Status> {
         return Err(invalid(format!("malformed trial id {:?}", clip(&s, 64))));
     }
     Ok(TrialId(s))
+}
+
+/// What a heartbeat says about the worker's work: a throughput that is a number of samples
+/// per second (finite, not negative).
+pub fn load(r: &pb::HeartbeatRequest) -> Result<WorkerLoad, Status> {
+    if !(r.samples_per_second.is_finite() && r.samples_per_second >= 0.0) {
+        return Err(invalid(format!(
+            "samples_per_second must be a finite number >= 0, got {}",
+            r.samples_per_second
+        )));
+    }
+    Ok(WorkerLoad {
+        samples_per_second: r.samples_per_second,
+        gpu_memory_bytes: r.gpu_memory_bytes,
+    })
 }
 
 pub fn trial_attempt(t: Option<pb::TrialAttempt>) -> Result<(TrialId, u32), Status> {

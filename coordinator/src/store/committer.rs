@@ -3,8 +3,10 @@
 //! then hands the committed epoch rows on in sequence order.
 
 use super::{Op, Store, StoreError};
+use crate::metrics::Metrics;
 use results_format::EpochRecord;
 use std::sync::mpsc;
+use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
@@ -24,9 +26,10 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer thread. `committed` gets the epoch rows of every commit, in sequence
-    /// order, after the commit.
+    /// order, after the commit; `metrics` counts each commit (size, time, epoch rows).
     pub fn spawn(
         store: Store,
+        metrics: Metrics,
         mut committed: impl FnMut(Vec<(u64, EpochRecord)>) + Send + 'static,
     ) -> Committer {
         let (tx, rx) = mpsc::channel::<Batch>();
@@ -42,10 +45,12 @@ impl Committer {
                         }
                     }
                     let ops: Vec<Op> = group.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
+                    let started = Instant::now();
                     let result = store.apply(&ops).map_err(|e| e.to_string());
                     debug!(batches = group.len(), ops = ops.len(), "state committed");
                     match &result {
                         Ok(()) => {
+                            let changes = ops.len();
                             let rows: Vec<(u64, EpochRecord)> = ops
                                 .into_iter()
                                 .filter_map(|op| match op {
@@ -53,6 +58,9 @@ impl Committer {
                                     _ => None,
                                 })
                                 .collect();
+                            // Counted before any caller is answered: a scrape after an
+                            // acknowledged report sees it.
+                            metrics.committed(changes, rows.len(), started.elapsed());
                             if !rows.is_empty() {
                                 committed(rows);
                             }

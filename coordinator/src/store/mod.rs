@@ -435,7 +435,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let c = Committer::spawn(o.store.clone(), move |rows| {
+        let metrics = crate::metrics::Metrics::new(Default::default);
+        let c = Committer::spawn(o.store.clone(), metrics.clone(), move |rows| {
             for (seq, _) in rows {
                 tx.send(seq).unwrap();
             }
@@ -449,5 +450,21 @@ mod tests {
         let got: Vec<u64> = rx.try_iter().collect();
         assert_eq!(got, (0..50).collect::<Vec<_>>());
         assert_eq!(o.store.epochs_from(45).unwrap().len(), 5);
+        // Every row counted once, in as many commits as the groups made.
+        let text = metrics.encode();
+        assert!(
+            text.contains("hypersweep_epochs_recorded_total 50\n"),
+            "{text}"
+        );
+        let commits = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hypersweep_commit_batch_size_count "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap();
+        assert!((1..=50).contains(&commits), "{text}");
+        assert!(
+            text.contains("hypersweep_commit_batch_size_sum 50.0\n"),
+            "{text}"
+        );
     }
 }

@@ -194,6 +194,7 @@ async fn heartbeat(
             .heartbeat(pb::HeartbeatRequest {
                 worker_id: worker_id.clone(),
                 running,
+                ..Default::default()
             })
             .await;
         match sent {
