@@ -5,11 +5,14 @@
 //!
 //! - `sweep`, `sweep_fuzz`: sweep files (the shipped ones, every error, generated ones);
 //! - `service`, `bad_input`, `security`: a real service on 127.0.0.1:0 ([`common::Sandbox`])
-//!   driven by real gRPC clients, well-behaved, hostile and unauthenticated.
+//!   driven by real gRPC clients, well-behaved, hostile and unauthenticated;
+//! - `build_and_dataset`: the worker's build and protocol at `Register`, the machine in the
+//!   epoch rows, `FetchDataset` (issue 10).
 
 mod common;
 
 mod bad_input;
+mod build_and_dataset;
 mod security;
 mod service;
 mod sweep;

@@ -38,6 +38,7 @@ fn worker(s: &mut Scheduler, name: &str, slots: u32, now: Instant) -> WorkerId {
             name: name.into(),
             device: "cpu".into(),
             slots,
+            ..Default::default()
         },
         now,
     )

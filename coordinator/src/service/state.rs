@@ -13,6 +13,7 @@
 //! order. On start, [`SweepState::open`] opens `state.redb`, restores every trial and queues
 //! the rows the part files lack.
 
+use super::dataset::DatasetServer;
 use super::{Result, ServiceConfig, ServiceError};
 use crate::results_writer::{EpochWriter, ResultsWriter};
 use crate::scheduler::{Progress, Restored, Scheduler, SchedulerConfig, WorkerId};
@@ -45,6 +46,8 @@ pub struct SweepState {
     incarnation: u64,
     /// Workers that were answered `Done`.
     told_done: Mutex<HashSet<WorkerId>>,
+    /// issue 10: Fashion-MNIST for workers that have none.
+    dataset: Arc<DatasetServer>,
 }
 
 /// A commit queued under the scheduler's lock; await it after releasing the lock.
@@ -124,6 +127,7 @@ impl SweepState {
                 }
             })
         };
+        let dataset = Arc::new(DatasetServer::new(config.dataset_dir.clone()));
         Ok(Arc::new(SweepState {
             config,
             dir,
@@ -136,6 +140,7 @@ impl SweepState {
             restored,
             incarnation: opened.incarnation,
             told_done: Mutex::default(),
+            dataset,
         }))
     }
 
@@ -155,6 +160,17 @@ impl SweepState {
 
     pub fn dir(&self) -> &ResultsDir {
         &self.dir
+    }
+
+    /// What `FetchDataset` serves.
+    pub(super) fn dataset(&self) -> &Arc<DatasetServer> {
+        &self.dataset
+    }
+
+    /// Bytes of Fashion-MNIST sent to workers since this coordinator started (for the
+    /// metric `hypersweep_dataset_bytes_served_total`).
+    pub fn dataset_bytes_served(&self) -> u64 {
+        self.dataset.bytes_served()
     }
 
     /// Runs `f` on the scheduler; the changes it pushes are queued for commit before the lock
