@@ -156,15 +156,34 @@ impl Coordinator {
         registration: pb::RegisterRequest,
         budget: Duration,
     ) -> Result<Coordinator> {
+        let rpc = Coordinator::connect(conn, budget).await?;
+        Coordinator::register(conn, rpc, registration, budget).await
+    }
+
+    /// Connects to the coordinator of `conn`, retrying within `budget` (the first half of
+    /// [`Coordinator::join`]; `worker join` fetches the dataset in between).
+    pub async fn connect(conn: &Connection, budget: Duration) -> Result<Client> {
         let channel = retry(budget, "connect", || conn.connect()).await?;
-        let mut rpc = conn.client(channel);
+        Ok(conn.client(channel))
+    }
+
+    /// Registers as `registration` on the connected `rpc` (the second half of
+    /// [`Coordinator::join`]).
+    pub async fn register(
+        conn: &Connection,
+        mut rpc: Client,
+        registration: pb::RegisterRequest,
+        budget: Duration,
+    ) -> Result<Coordinator> {
         let reg = rpc
             .register(registration.clone())
             .await
             .map_err(|s| conn.register_error(s))?
             .into_inner();
         info!(worker = %reg.worker_id, name = %registration.name, device = %registration.device,
-            threads = registration.threads, sweep = %reg.sweep_name, "registered");
+            device_name = %registration.device_name, threads = registration.threads,
+            sweep = %reg.sweep_name, coordinator = %reg.coordinator_version,
+            protocol = reg.protocol, "registered");
         Ok(Coordinator {
             rpc,
             registration,
@@ -256,18 +275,21 @@ impl Coordinator {
         self.held.lock().expect("held attempts").clone()
     }
 
-    /// Reports one finished epoch of `a` with the state after it (empty: none).
+    /// Reports one finished epoch of `a` with the state after it (empty: none) and this
+    /// process's GPU memory ([`crate::gpu::process_memory`]).
     pub async fn report(
         &self,
         a: &Attempt,
         metrics: &EpochMetrics,
         checkpoint: Vec<u8>,
+        gpu_peak_memory_bytes: Option<u64>,
     ) -> Result<Answer> {
         let req = pb::ReportEpochRequest {
             worker_id: a.worker_id.clone(),
             trial: Some(a.wire()),
             metrics: Some(metrics.into()),
             checkpoint,
+            gpu_peak_memory_bytes,
         };
         self.about(a, "report", |mut c| {
             let r = req.clone();
@@ -357,7 +379,14 @@ impl Coordinator {
                 let r = self.registration.clone();
                 async move { c.register(r).await }
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // A coordinator of another release came back: its refusal says what matches.
+                Error::Rpc(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    crate::connect::refused_protocol(&s)
+                }
+                e => e,
+            })?;
         warn!(old = %stale, new = %reg.worker_id, "the coordinator restarted; registered again");
         *self.worker_id.write().expect("worker id") = reg.worker_id;
         Ok(())
