@@ -161,7 +161,8 @@ impl Coordinator {
     }
 
     /// Connects to the coordinator of `conn`, retrying within `budget` (the first half of
-    /// [`Coordinator::join`]; `worker join` fetches the dataset in between).
+    /// [`Coordinator::join`]; `worker join` fetches the dataset on such a connection before it
+    /// joins).
     pub async fn connect(conn: &Connection, budget: Duration) -> Result<Client> {
         let channel = retry(budget, "connect", || conn.connect()).await?;
         Ok(conn.client(channel))
@@ -169,7 +170,7 @@ impl Coordinator {
 
     /// Registers as `registration` on the connected `rpc` (the second half of
     /// [`Coordinator::join`]).
-    pub async fn register(
+    async fn register(
         conn: &Connection,
         mut rpc: Client,
         registration: pb::RegisterRequest,

@@ -73,18 +73,20 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // Plaintext or TLS, with the token interceptor: see connect.rs.
     let conn = Connection::from_args(&args)?;
     let budget = Duration::from_secs(args.reconnect_timeout);
-    let rpc = Coordinator::connect(&conn, budget).await?;
     // Before registering: a worker that can get no data leaves without having registered
     // (fetch.rs; the data may come from the coordinator).
     let data = if args.noop {
         None
     } else {
+        let rpc = Coordinator::connect(&conn, budget).await?;
         Some(Arc::new(
             crate::fetch::load(&args.data, &conn, &rpc, budget).await?,
         ))
     };
-    let registration = registration(name, dev, threads);
-    let coord = Arc::new(Coordinator::register(&conn, rpc, registration, budget).await?);
+    // Connected afresh: loading may have taken a while (another slot fetching), and a
+    // coordinator gone meanwhile is then "unreachable", retried within the budget, not a
+    // refused registration.
+    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, threads), budget).await?);
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
