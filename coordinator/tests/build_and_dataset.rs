@@ -46,7 +46,10 @@ async fn a_protocol_it_cannot_serve_is_refused_naming_both_and_the_matching_work
         )),
         "{m}"
     );
-    assert!(m.contains("workers 0.5.0 with issue 10 and later"), "{m}");
+    assert!(
+        m.contains("workers from 0.5.0 on that send protocol 2"),
+        "{m}"
+    );
     assert_eq!(sb.state.progress().workers_alive, 0, "nobody registered");
     // A worker from before the protocol field (it sends 0) speaks protocol 1: served.
     let old = pb::RegisterRequest {

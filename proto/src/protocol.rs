@@ -31,12 +31,12 @@ pub struct Protocol {
 pub const HISTORY: &[Protocol] = &[
     Protocol {
         number: 1,
-        workers: "workers up to 0.5.0 built before issue 10 (they send no protocol)",
+        workers: "workers up to 0.5.0 that send no protocol number",
         added: "Register, Lease, ReportEpoch, Heartbeat, Finish, Fail, UploadArtifact",
     },
     Protocol {
         number: 2,
-        workers: "workers 0.5.0 with issue 10 and later",
+        workers: "workers from 0.5.0 on that send protocol 2",
         added: "the worker's build in Register, FetchDataset",
     },
 ];
@@ -102,7 +102,10 @@ mod tests {
             )),
             "{m}"
         );
-        assert!(m.contains("workers 0.5.0 with issue 10 and later"), "{m}");
+        assert!(
+            m.contains("workers from 0.5.0 on that send protocol 2"),
+            "{m}"
+        );
         assert!(
             m.contains("coordinator of the worker's release (9.0.0)"),
             "{m}"
