@@ -207,8 +207,12 @@ for n in "${lab4_workers[@]}"; do
         failed=1
     fi
     wall=$((SECONDS - t))
-    [[ -n "$smi" ]] && kill "$smi_pid" 2>/dev/null && wait "$smi_pid" 2>/dev/null || true
-    mkdir -p "$out/03-logs-$n" && cp "$res"/logs/*.log "$out/03-logs-$n/" 2>/dev/null || true
+    if [[ -n "$smi" ]]; then
+        kill "$smi_pid" 2>/dev/null || true
+        wait "$smi_pid" 2>/dev/null || true
+    fi
+    mkdir -p "$out/03-logs-$n"
+    cp "$res"/logs/*.log "$out/03-logs-$n/" 2>/dev/null || true
     per_worker=$(for l in "$res"/logs/worker-*.log; do
         grep -o 'gpu_memory=[0-9]*' "$l" | cut -d= -f2 | sort -n | tail -n1 | awk '{ printf "%.0f ", $1 / 1048576 }'
         grep -q 'gpu_memory=' "$l" || printf 'none '
