@@ -7,7 +7,8 @@
 # library it loads but the system's (glibc, libstdc++, libgcc_s) and the NVIDIA driver's (see
 # SYSTEM_LIBS below). The worker finds them through its RUNPATH `$ORIGIN/lib` and each library
 # its neighbours through `$ORIGIN`: no Rust, Python or LD_LIBRARY_PATH needed where it runs. No
-# dataset is in it (the worker finds Fashion-MNIST as before).
+# dataset is in it: a `worker join` that finds none fetches it from its coordinator and caches it
+# in $XDG_CACHE_HOME/hypersweep (worker/src/fetch.rs).
 #
 # usage: bash scripts/bundle-worker.sh cpu|cuda [--profile release|dev] [--out DIR]
 #

@@ -92,14 +92,18 @@ impl fmt::Display for WorkerId {
 }
 
 /// What a worker says about itself when it registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WorkerInfo {
     pub name: String,
     pub device: String,
     /// Trials it runs at once; it is never given more leases than this.
     pub slots: u32,
-    /// What the worker is built from (the `build` label of its metrics).
+    // issue 10: empty when the worker did not say.
+    /// Its build, e.g. `0.5.0 (cuda build, libtorch 2.11.0, CUDA 13.0)`.
     pub build: String,
+    pub host: String,
+    /// The device's model, e.g. `NVIDIA H200`.
+    pub device_name: String,
 }
 
 /// The answer to a lease request.
@@ -214,6 +218,7 @@ struct TrialState {
     last_worker: Option<WorkerId>,
     worker_name: Option<String>,
     device: Option<String>,
+    worker_build: Option<String>,
     /// Epochs 1..=recorded are recorded.
     recorded: u32,
     best: Option<Best>,
@@ -281,6 +286,7 @@ impl Scheduler {
                 last_worker: None,
                 worker_name: None,
                 device: None,
+                worker_build: None,
                 recorded: 0,
                 best: None,
                 final_test_acc: None,
@@ -339,6 +345,7 @@ impl Scheduler {
             started_at: t.started_at,
             finished_at: t.finished_at,
             last_error: t.last_error.clone(),
+            worker_build: t.worker_build.clone(),
         })
     }
 
@@ -371,6 +378,7 @@ impl Scheduler {
             t.started_at = d.started_at;
             t.finished_at = d.finished_at;
             t.last_error = d.last_error.clone();
+            t.worker_build = d.worker_build.clone();
             t.lease = None;
             t.status = match d.status {
                 TrialStatus::Finished => {
@@ -501,6 +509,7 @@ impl Scheduler {
         t.last_worker = Some(worker.clone());
         t.worker_name = Some(info.name);
         t.device = Some(info.device);
+        t.worker_build = Some(info.build).filter(|b| !b.is_empty());
         t.started_at = Some(wall);
         Ok(LeaseOutcome::Lease(Lease {
             trial_id: t.id.clone(),
@@ -674,16 +683,19 @@ impl Scheduler {
         if metrics.epoch == epochs {
             t.final_test_acc = Some(metrics.test_acc);
         }
-        let worker_name = self.workers[worker].info.name.clone();
-        let device = self.workers[worker].info.device.clone();
+        let info = &self.workers[worker].info;
         Ok(ReportOutcome::Accepted(Box::new(EpochRecord {
             trial_id: t.id.clone(),
             experiment: t.experiment.clone(),
             hparams: t.hparams.clone(),
             metrics,
-            worker: worker_name,
-            device,
+            worker: info.name.clone(),
+            device: info.device.clone(),
             recorded_at: wall,
+            device_name: info.device_name.clone(),
+            host: info.host.clone(),
+            // Not the scheduler's to know: the service sets it from the report.
+            gpu_peak_memory_bytes: None,
         })))
     }
 
@@ -841,6 +853,7 @@ impl Scheduler {
                 test_acc: t.final_test_acc,
                 epochs_done: t.recorded,
                 last_error: t.last_error.clone(),
+                worker_build: t.worker_build.clone(),
             })
             .collect()
     }

@@ -45,4 +45,6 @@ pub struct DurableTrial {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// issue 10: the build of the latest attempt's worker.
+    pub worker_build: Option<String>,
 }

@@ -272,12 +272,16 @@ async fn metrics_count_what_workers_do_and_forget_a_lost_worker() {
     .await;
     let (addr, metrics) = serve_metrics(&server, &ServerSecurity::default()).await;
     let mut c = server.client().await;
+    // A worker that says its build, and one that says nothing (protocol 1).
     let register = |version: &str| pb::RegisterRequest {
         name: "w".into(),
         device: "cpu".into(),
         slots: 1,
         threads: 1,
         version: version.into(),
+        build_variant: if version.is_empty() { "" } else { "cpu" }.into(),
+        libtorch_version: if version.is_empty() { "" } else { "2.11.0" }.into(),
+        ..Default::default()
     };
     let w1 = c
         .register(register("0.0.0"))
@@ -295,7 +299,7 @@ async fn metrics_count_what_workers_do_and_forget_a_lost_worker() {
     assert_eq!(
         sample(
             &text,
-            "hypersweep_workers_connected{device=\"cpu\",build=\"0.0.0\"}"
+            "hypersweep_workers_connected{device=\"cpu\",build=\"0.0.0 (cpu build, libtorch 2.11.0, CUDA none)\"}"
         ),
         Some(1.0)
     );
@@ -342,6 +346,7 @@ async fn metrics_count_what_workers_do_and_forget_a_lost_worker() {
             trial: ta(&l.trial_id, 1),
             metrics: Some(epoch(e)),
             checkpoint: vec![1, 2, 3],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -353,6 +358,7 @@ async fn metrics_count_what_workers_do_and_forget_a_lost_worker() {
             trial: ta(&l.trial_id, 1),
             metrics: Some(epoch(2)),
             checkpoint: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -62,6 +62,7 @@ fn register_request() -> pb::RegisterRequest {
         slots: 1,
         threads: 1,
         version: "0.0.0".into(),
+        ..Default::default()
     }
 }
 

@@ -21,6 +21,7 @@ async fn register(c: &mut CoordinatorClient<Channel>, name: &str) -> String {
             slots: 1,
             threads: 1,
             version: "0.0.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -66,6 +67,7 @@ fn report(worker: &str, trial: &str, attempt: u32, m: pb::EpochMetrics) -> pb::R
         worker_id: worker.into(),
         trial: ta(trial, attempt),
         metrics: Some(m),
+        ..Default::default()
     }
 }
 

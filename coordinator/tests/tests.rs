@@ -7,11 +7,14 @@
 //! - `service`, `bad_input`, `security`: a real service on 127.0.0.1:0 ([`common::Sandbox`])
 //!   driven by real gRPC clients, well-behaved, hostile and unauthenticated;
 //! - `metrics`: `/metrics` (token, TLS, what it counts), the plaintext health port,
-//!   reflection v1alpha.
+//!   reflection v1alpha;
+//! - `build_and_dataset`: the worker's build and protocol at `Register`, the machine in the
+//!   epoch rows, `FetchDataset` (issue 10).
 
 mod common;
 
 mod bad_input;
+mod build_and_dataset;
 mod metrics;
 mod security;
 mod service;

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DataArgs {
     /// Folder with the four Fashion-MNIST IDX files (.gz or raw). Default: FASHION_MNIST_DIR,
-    /// then ./data/fashion-mnist, then /usr/share/datasets/fashion-mnist.
+    /// then ./data/fashion-mnist, then /usr/share/datasets/fashion-mnist; then, for
+    /// `worker join`, the copy cached from the coordinator in
+    /// $XDG_CACHE_HOME/hypersweep/fashion-mnist (fetched when missing).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Train on the first N training images only (tests, smoke runs).

@@ -8,7 +8,11 @@
 //! *uncompressed* bytes (Debian's `dataset-fashion-mnist` rewrote the gzip headers, so
 //! checksums of the `.gz` files differ from Zalando's while the data is identical).
 //! [`cli::DataArgs`] are the flags that say where the data is, shared by every command.
+//! [`cache`] is where a worker keeps the copy it fetched from its coordinator (issue 10):
+//! `$XDG_CACHE_HOME/hypersweep/fashion-mnist`, each file verified before it is renamed into
+//! place, one writer at a time.
 
+pub mod cache;
 pub mod cli;
 
 use md5::{Digest, Md5};
@@ -38,9 +42,11 @@ pub const PIXELS: usize = SIDE * SIDE;
 pub const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The project-local folder `scripts/setup.sh` fills.
 pub const PROJECT_DIR: &str = "data/fashion-mnist";
+/// The environment variable that names the data folder (after `--data-dir`).
+pub const DIR_ENV: &str = "FASHION_MNIST_DIR";
 
 /// One of the four files, with what it must contain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdxFile {
     pub stem: &'static str,
     pub magic: u32,
@@ -73,6 +79,9 @@ pub const TEST_LABELS: IdxFile = IdxFile {
     count: 10_000,
     md5: "15d484375f8d13e6eb1aabb0c3f46965",
 };
+
+/// The four files, in the order they are read and sent.
+pub const FILES: [IdxFile; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -121,9 +130,13 @@ pub struct FashionMnist {
 }
 
 fn has_files(dir: &Path) -> bool {
-    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
-        .iter()
-        .all(|f| file_path(dir, f).is_some())
+    FILES.iter().all(|f| file_path(dir, f).is_some())
+}
+
+/// Whether the user said where the data is (`--data-dir` given as `explicit`, or
+/// [`DIR_ENV`]): then [`locate`] looks nowhere else, and nothing is fetched either.
+pub fn is_pointed_to(explicit: Option<&Path>) -> bool {
+    explicit.is_some() || std::env::var_os(DIR_ENV).is_some()
 }
 
 /// The file for `f` in `dir`, compressed (`.gz`) or not.
@@ -154,13 +167,13 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         };
     }
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("FASHION_MNIST_DIR") {
+    if let Some(dir) = std::env::var_os(DIR_ENV) {
         let dir = PathBuf::from(dir);
         return if has_files(&dir) {
             Ok(dir)
         } else {
             Err(Error::NotFound {
-                searched: format!("{} (FASHION_MNIST_DIR)", dir.display()),
+                searched: format!("{} ({DIR_ENV})", dir.display()),
             })
         };
     }
@@ -184,6 +197,25 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+impl FashionMnist {
+    /// The data set from the payloads (after the headers) of [`FILES`], in that order, each
+    /// already verified by [`read_idx`]; `dir` is where they are.
+    pub fn from_payloads(dir: &Path, payloads: [Vec<u8>; 4]) -> FashionMnist {
+        let [train_images, train_labels, test_images, test_labels] = payloads;
+        FashionMnist {
+            dir: dir.to_path_buf(),
+            train: Split {
+                images: train_images,
+                labels: train_labels,
+            },
+            test: Split {
+                images: test_images,
+                labels: test_labels,
+            },
+        }
+    }
 }
 
 /// Reads and verifies all four files in `dir`.
@@ -216,6 +248,12 @@ fn load_split(dir: &Path, images: &IdxFile, labels: &IdxFile) -> Result<Split> {
 /// Reads one IDX file (gzip or raw), checks magic, counts, length and MD5, and returns the
 /// payload after the header.
 pub fn read_idx(path: &Path, f: &IdxFile) -> Result<Vec<u8>> {
+    read_idx_as(path, f, path.extension().is_some_and(|e| e == "gz"))
+}
+
+/// [`read_idx`] of a file whose name does not say whether it is gzip-compressed (a temporary
+/// name): `gz` says.
+pub fn read_idx_as(path: &Path, f: &IdxFile, gz: bool) -> Result<Vec<u8>> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -227,7 +265,6 @@ pub fn read_idx(path: &Path, f: &IdxFile) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(io)?;
     let expected_len = header_len(f) + payload_len(f);
     let mut bytes = Vec::with_capacity(expected_len);
-    let gz = path.extension().is_some_and(|e| e == "gz");
     if gz {
         flate2::read::GzDecoder::new(file)
             .read_to_end(&mut bytes)

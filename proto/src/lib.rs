@@ -5,15 +5,19 @@
 //!   content-derived [`TrialId`]) and [`EpochMetrics`]. Scheduling and training code use these,
 //!   never the generated types.
 //! - [`artifact`] names the files a worker uploads for a finished trial.
+//! - [`protocol`] is the contract's version ([`PROTOCOL_VERSION`]): which protocols a
+//!   coordinator serves, and which worker releases speak which.
 //! - [`convert`] is the one place where the two meet: `From` for domain → wire, `TryFrom` for
 //!   wire → domain, since a message's required fields may be missing or out of range.
 
 pub mod artifact;
 pub mod convert;
+pub mod protocol;
 pub mod trial;
 
 pub use artifact::Artifact;
 pub use convert::ConvertError;
+pub use protocol::PROTOCOL_VERSION;
 pub use trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams, TrialId};
 
 /// Generated gRPC types and stubs for package `sweep.v1`.

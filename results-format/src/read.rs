@@ -50,6 +50,8 @@ pub struct TrialRow {
     /// Test accuracy after the final epoch.
     pub test_acc: Option<f64>,
     pub error: Option<String>,
+    /// issue 10: see [`col::WORKER_BUILD`].
+    pub worker_build: Option<String>,
 }
 
 impl TrialRow {
@@ -254,6 +256,7 @@ pub fn read_trials(path: &Path) -> Result<Vec<TrialRow>> {
         let best_by = c.strs(col::BEST_BY, false)?;
         let test_acc = c.f64s(col::TEST_ACC, false)?;
         let error = c.strs(col::ERROR, false)?;
+        let worker_build = c.strs(col::WORKER_BUILD, false)?;
         for i in 0..batch.num_rows() {
             let row = out.len();
             out.push(TrialRow {
@@ -283,6 +286,7 @@ pub fn read_trials(path: &Path) -> Result<Vec<TrialRow>> {
                 best_by: best_by[i].clone(),
                 test_acc: test_acc[i],
                 error: error[i].clone(),
+                worker_build: worker_build[i].clone(),
             });
         }
     }

@@ -42,6 +42,19 @@ pub const EPOCH: &str = "epoch";
 pub const SECONDS: &str = "seconds";
 pub const RECORDED_AT: &str = "recorded_at";
 
+// issue 10: which build trained a trial, and on what.
+/// In `trials.parquet`: the build of the worker of the latest attempt, as `worker --version`
+/// says it after the name (`0.5.0 (cuda build, libtorch 2.11.0, CUDA 13.0)`).
+pub const WORKER_BUILD: &str = "worker_build";
+/// In the epoch files: the device's model (`NVIDIA H200`, or the CPU's model name).
+pub const DEVICE_NAME: &str = "device_name";
+/// In the epoch files: the host name of the worker's machine.
+pub const HOST: &str = "host";
+/// In the epoch files: the worker process's GPU memory at the end of the epoch as the driver
+/// reports it (NVML), in bytes; null on CPU. libtorch's caching allocator keeps what it
+/// reserved, so this is the process's peak so far, CUDA context included.
+pub const GPU_PEAK_MEMORY_BYTES: &str = "gpu_peak_memory_bytes";
+
 /// Microsecond UTC timestamps, as DuckDB reads them into `TIMESTAMP WITH TIME ZONE`.
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -81,6 +94,8 @@ pub fn trials() -> SchemaRef {
         Field::new(BEST_BY, DataType::Utf8, true),
         Field::new(TEST_ACC, DataType::Float64, true),
         Field::new(ERROR, DataType::Utf8, true),
+        // issue 10
+        Field::new(WORKER_BUILD, DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -106,5 +121,11 @@ pub fn epochs() -> SchemaRef {
         Field::new(RECORDED_AT, timestamp(), false),
     ]);
     fields.extend(hparam_fields());
+    // issue 10 (null in rows recorded before it)
+    fields.extend([
+        Field::new(DEVICE_NAME, DataType::Utf8, true),
+        Field::new(HOST, DataType::Utf8, true),
+        Field::new(GPU_PEAK_MEMORY_BYTES, DataType::Int64, true),
+    ]);
     Arc::new(Schema::new(fields))
 }

@@ -34,6 +34,13 @@ pub struct EpochRecord {
     pub worker: String,
     pub device: String,
     pub recorded_at: DateTime<Utc>,
+    // issue 10: empty / `None` when the worker did not say (rows recorded before it).
+    /// The device's model: `NVIDIA H200`, or the CPU's model name.
+    pub device_name: String,
+    /// The worker machine's host name.
+    pub host: String,
+    /// See [`schema::GPU_PEAK_MEMORY_BYTES`].
+    pub gpu_peak_memory_bytes: Option<u64>,
 }
 
 /// Everything `trials.parquet` holds about one trial.
@@ -59,6 +66,8 @@ pub struct TrialRecord {
     /// Epochs recorded so far.
     pub epochs_done: u32,
     pub last_error: Option<String>,
+    /// issue 10: the build of the latest attempt's worker ([`schema::WORKER_BUILD`]).
+    pub worker_build: Option<String>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -150,6 +159,7 @@ pub fn trials_batch(
     let mut best_by = StringBuilder::new();
     let mut test_acc = Float64Builder::new();
     let mut error = StringBuilder::new();
+    let mut worker_build = StringBuilder::new();
     for r in records {
         trial_id.append_value(r.trial_id.as_str());
         hp.push(&r.experiment, &r.hparams);
@@ -165,6 +175,7 @@ pub fn trials_batch(
         best_by.append_option(r.best.map(|b| b.metric.as_str()));
         test_acc.append_option(r.test_acc.filter(|v| !v.is_nan()));
         error.append_option(r.last_error.as_deref());
+        worker_build.append_option(r.worker_build.as_deref());
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish())];
     columns.extend(hp.finish());
@@ -181,6 +192,7 @@ pub fn trials_batch(
         Arc::new(best_by.finish()),
         Arc::new(test_acc.finish()),
         Arc::new(error.finish()),
+        Arc::new(worker_build.finish()),
     ]);
     RecordBatch::try_new(schema::trials(), columns)
 }
@@ -200,6 +212,9 @@ pub fn epochs_batch(
     let mut device = StringBuilder::new();
     let mut recorded_at = timestamps();
     let mut hp = HparamColumns::new();
+    let mut device_name = StringBuilder::new();
+    let mut host = StringBuilder::new();
+    let mut gpu_memory = Int64Builder::new();
     for r in records {
         trial_id.append_value(r.trial_id.as_str());
         epoch.append_value(i64::from(r.metrics.epoch));
@@ -212,6 +227,12 @@ pub fn epochs_batch(
         device.append_value(&r.device);
         recorded_at.append_value(micros(r.recorded_at));
         hp.push(&r.experiment, &r.hparams);
+        device_name.append_option(Some(r.device_name.as_str()).filter(|s| !s.is_empty()));
+        host.append_option(Some(r.host.as_str()).filter(|s| !s.is_empty()));
+        gpu_memory.append_option(
+            r.gpu_peak_memory_bytes
+                .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        );
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish()), Arc::new(epoch.finish())];
     columns.extend(metrics.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
@@ -222,6 +243,11 @@ pub fn epochs_batch(
         Arc::new(recorded_at.finish()),
     ]);
     columns.extend(hp.finish());
+    columns.extend([
+        Arc::new(device_name.finish()) as ArrayRef,
+        Arc::new(host.finish()),
+        Arc::new(gpu_memory.finish()),
+    ]);
     RecordBatch::try_new(schema::epochs(), columns)
 }
 

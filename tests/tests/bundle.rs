@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use tests::{assert_ok, bin, repo};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -29,26 +30,14 @@ const SYSTEM: [&str; 10] = [
 #[test]
 fn the_cpu_bundle_trains_from_an_empty_folder_under_env_i() {
     let _exclusive = tests::exclusive();
-    let dist = tempfile::tempdir().unwrap();
-    let archive = bundle_cpu(dist.path());
+    let archive = cpu_bundle();
     let name = format!("hypersweep-worker-{VERSION}-linux-x86_64-cpu");
     assert_eq!(
         archive.file_name().unwrap().to_string_lossy(),
         format!("{name}.tar.zst")
     );
 
-    let unpacked = tempfile::tempdir().unwrap();
-    assert!(!unpacked.path().starts_with(repo()));
-    assert_ok(
-        &Command::new("tar")
-            .arg("--zstd")
-            .arg("-xf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(unpacked.path())
-            .output()
-            .unwrap(),
-    );
+    let unpacked = unpack(&archive);
     assert_eq!(names(unpacked.path()), [name.as_str()], "one top folder");
     // What the loader reports is the real path: compare with the real path.
     let top = unpacked.path().join(&name).canonicalize().unwrap();
@@ -138,6 +127,37 @@ fn the_cpu_bundle_trains_from_an_empty_folder_under_env_i() {
             "the training run loaded {path}, outside the bundle"
         );
     }
+}
+
+/// The cpu bundle of this test run's debug worker, built once for every test that needs it
+/// (in the test target's scratch folder, `CARGO_TARGET_TMPDIR`).
+pub fn cpu_bundle() -> PathBuf {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle-cpu");
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).unwrap();
+            bundle_cpu(&out)
+        })
+        .clone()
+}
+
+/// `archive` unpacked into a fresh temporary folder outside the checkout.
+pub fn unpack(archive: &Path) -> tempfile::TempDir {
+    let unpacked = tempfile::tempdir().unwrap();
+    assert!(!unpacked.path().starts_with(repo()));
+    assert_ok(
+        &Command::new("tar")
+            .arg("--zstd")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(unpacked.path())
+            .output()
+            .unwrap(),
+    );
+    unpacked
 }
 
 /// Runs the script on the debug worker of this test run; returns the archive it printed.

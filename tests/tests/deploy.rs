@@ -567,6 +567,9 @@ fn shell_scripts_lint_clean() {
             .arg(r.join("deploy/slurm/sweep.sbatch"))
             .arg(r.join("deploy/slurm/workers.sbatch"))
             .arg(r.join("scripts/slurm-local.sh"))
-            .arg(r.join("scripts/ci-tools.sh")),
+            .arg(r.join("scripts/ci-tools.sh"))
+            // issue 10: the GPU check runs where nobody can watch it fail.
+            .arg(r.join("scripts/gpu-check.sh"))
+            .arg(r.join("scripts/gpu-pack.sh")),
     );
 }

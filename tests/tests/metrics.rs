@@ -279,7 +279,7 @@ fn metrics_follow_a_real_sweep_and_promtool_accepts_them() {
     assert!(
         connected
             == [(
-                "hypersweep_workers_connected{device=\"cpu\",build=\"0.0.0\"}",
+                "hypersweep_workers_connected{device=\"cpu\",build=\"0.5.0 (cpu build, libtorch 2.11.0, CUDA none)\"}",
                 1.0
             )],
         "{connected:?}"

@@ -6,6 +6,8 @@
 //! no two of them share the 2 cores of a CI machine (side by side, training ran 16× slower).
 //!
 //! - `bundle`: the cpu worker bundle unpacked outside the checkout and run under `env -i`;
+//! - `dataset_fetch`: that bundle's worker fetching Fashion-MNIST from its coordinator into its
+//!   cache, once per machine; a cut download and a damaged cached file (issue 10);
 //! - `deploy`: the Kubernetes overlays, Dockerfile, systemd units and Prometheus configs
 //!   checked with kubectl, kubernetes-validate, hadolint, systemd-analyze and promtool;
 //! - `e2e`: `coordinator run` with local workers, remote workers, bad input, the lab4 table;
@@ -18,6 +20,7 @@
 //! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
 
 mod bundle;
+mod dataset_fetch;
 mod deploy;
 mod e2e;
 mod faults;

@@ -110,7 +110,9 @@ pub struct JoinArgs {
     /// The coordinator's address, e.g. http://10.0.0.5:50051; https://... connects with TLS.
     #[arg(long, value_name = "URL")]
     pub coordinator: String,
-    /// cpu, cuda, cuda:N or auto.
+    /// cpu; cuda:N (GPU N for every slot); cuda (the visible GPUs, CUDA_VISIBLE_DEVICES
+    /// respected, shared round-robin among the slots); auto (as cuda when there is a GPU,
+    /// else cpu).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Trials run at once. N > 1 starts N worker processes (registered as NAME/0 ...

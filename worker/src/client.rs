@@ -45,6 +45,8 @@ pub struct Coordinator {
     /// Training samples per second of the last epoch (an `f64`'s bits), reported by every
     /// heartbeat for the coordinator's metrics.
     samples_per_second: AtomicU64,
+    /// The GPU memory at the end of the last epoch, for heartbeats.
+    gpu_memory_bytes: AtomicU64,
 }
 
 /// One attempt at one trial, leased to this worker: what every call about the trial names.
@@ -159,15 +161,35 @@ impl Coordinator {
         registration: pb::RegisterRequest,
         budget: Duration,
     ) -> Result<Coordinator> {
+        let rpc = Coordinator::connect(conn, budget).await?;
+        Coordinator::register(conn, rpc, registration, budget).await
+    }
+
+    /// Connects to the coordinator of `conn`, retrying within `budget` (the first half of
+    /// [`Coordinator::join`]; `worker join` fetches the dataset on such a connection before it
+    /// joins).
+    pub async fn connect(conn: &Connection, budget: Duration) -> Result<Client> {
         let channel = retry(budget, "connect", || conn.connect()).await?;
-        let mut rpc = conn.client(channel);
+        Ok(conn.client(channel))
+    }
+
+    /// Registers as `registration` on the connected `rpc` (the second half of
+    /// [`Coordinator::join`]).
+    async fn register(
+        conn: &Connection,
+        mut rpc: Client,
+        registration: pb::RegisterRequest,
+        budget: Duration,
+    ) -> Result<Coordinator> {
         let reg = rpc
             .register(registration.clone())
             .await
             .map_err(|s| conn.register_error(s))?
             .into_inner();
         info!(worker = %reg.worker_id, name = %registration.name, device = %registration.device,
-            threads = registration.threads, sweep = %reg.sweep_name, "registered");
+            device_name = %registration.device_name, threads = registration.threads,
+            sweep = %reg.sweep_name, coordinator = %reg.coordinator_version,
+            protocol = reg.protocol, "registered");
         Ok(Coordinator {
             rpc,
             registration,
@@ -177,6 +199,7 @@ impl Coordinator {
             heartbeat_interval: Duration::from_millis(u64::from(reg.heartbeat_interval_ms.max(50))),
             held: Mutex::new(Vec::new()),
             samples_per_second: AtomicU64::new(0f64.to_bits()),
+            gpu_memory_bytes: AtomicU64::new(0),
         })
     }
 
@@ -236,8 +259,7 @@ impl Coordinator {
             worker_id: worker_id.clone(),
             running,
             samples_per_second: f64::from_bits(self.samples_per_second.load(Ordering::Relaxed)),
-            // GPU memory: issue 10 measures it; 0 (what CPU workers use) until then.
-            gpu_memory_bytes: 0,
+            gpu_memory_bytes: self.gpu_memory_bytes.load(Ordering::Relaxed),
         };
         match self.rpc.clone().heartbeat(req).await {
             Ok(resp) => {
@@ -259,9 +281,13 @@ impl Coordinator {
         }
     }
 
-    /// The last epoch went through `samples` training samples in `seconds`: the throughput
-    /// the next heartbeats report (a non-positive or non-finite time changes nothing).
-    pub fn epoch_trained(&self, samples: u64, seconds: f64) {
+    /// The last epoch went through `samples` training samples in `seconds` and this process
+    /// held `gpu_memory` bytes of GPU memory at its end: what the next heartbeats report (a
+    /// non-positive or non-finite time leaves the throughput as it was; CPU workers report 0
+    /// bytes).
+    pub fn epoch_trained(&self, samples: u64, seconds: f64, gpu_memory: Option<u64>) {
+        self.gpu_memory_bytes
+            .store(gpu_memory.unwrap_or(0), Ordering::Relaxed);
         let rate = samples as f64 / seconds;
         if seconds > 0.0 && rate.is_finite() {
             self.samples_per_second
@@ -273,18 +299,21 @@ impl Coordinator {
         self.held.lock().expect("held attempts").clone()
     }
 
-    /// Reports one finished epoch of `a` with the state after it (empty: none).
+    /// Reports one finished epoch of `a` with the state after it (empty: none) and this
+    /// process's GPU memory ([`crate::gpu::process_memory`]).
     pub async fn report(
         &self,
         a: &Attempt,
         metrics: &EpochMetrics,
         checkpoint: Vec<u8>,
+        gpu_peak_memory_bytes: Option<u64>,
     ) -> Result<Answer> {
         let req = pb::ReportEpochRequest {
             worker_id: a.worker_id.clone(),
             trial: Some(a.wire()),
             metrics: Some(metrics.into()),
             checkpoint,
+            gpu_peak_memory_bytes,
         };
         self.about(a, "report", |mut c| {
             let r = req.clone();
@@ -374,7 +403,14 @@ impl Coordinator {
                 let r = self.registration.clone();
                 async move { c.register(r).await }
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // A coordinator of another release came back: its refusal says what matches.
+                Error::Rpc(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    crate::connect::refused_protocol(&s)
+                }
+                e => e,
+            })?;
         warn!(old = %stale, new = %reg.worker_id, "the coordinator restarted; registered again");
         *self.worker_id.write().expect("worker id") = reg.worker_id;
         Ok(())

@@ -224,6 +224,7 @@ impl Connection {
     pub fn register_error(&self, status: Status) -> Error {
         match status.code() {
             tonic::Code::Unauthenticated => unauthenticated(&status, self.token.0.is_some()),
+            tonic::Code::FailedPrecondition => refused_protocol(&status),
             // Internal: with HTTP/2 keepalive on, a TLS server's answer to plaintext reads as
             // an h2 protocol error (FRAME_SIZE_ERROR) rather than a closed connection.
             tonic::Code::Cancelled
@@ -241,6 +242,16 @@ impl Connection {
             _ => Error::from(status),
         }
     }
+}
+
+/// The error `worker join` stops with when the coordinator refuses to register it
+/// (FAILED_PRECONDITION: a protocol it does not serve). Retrying cannot help; the coordinator's
+/// message names both protocols and the worker releases that match.
+pub fn refused_protocol(status: &Status) -> Error {
+    Error::Refused(format!(
+        "the coordinator refused this worker (FAILED_PRECONDITION): {}",
+        status.message()
+    ))
 }
 
 /// The error `worker join` stops with when the coordinator refuses its token: retrying
@@ -307,6 +318,13 @@ mod tests {
         let err = conn.register_error(Status::unavailable("connection closed"));
         assert!(matches!(err, Error::Refused(_)), "{err:?}");
         assert!(err.to_string().contains("https://"), "{err}");
+        // Another release's coordinator: its message, and no retrying.
+        let err = conn.register_error(Status::failed_precondition(
+            "this worker (9.0.0) speaks sweep.v1 protocol 3",
+        ));
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains("protocol 3"), "{err}");
+        assert!(!err.is_retryable());
     }
 
     #[test]

@@ -1,48 +1,79 @@
 //! Devices and threads.
+//!
+//! `--device` says where a worker trains: `cpu`; `cuda:N`, GPU N for the worker and every
+//! one of its slots; `cuda`, the visible GPUs shared round-robin among the slots (slot `i` on
+//! GPU `i mod count`; several slots may share one); `auto`, the same when there is a GPU and
+//! the CPU otherwise. GPUs are counted and numbered as CUDA sees them, after
+//! `CUDA_VISIBLE_DEVICES`. [`assign`] is the rule, on a device count given to it.
 
 use crate::{Error, Result};
 use tch::Device;
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU if there is one, else the CPU),
-/// checking that a requested GPU exists.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let gpus = if s == "cpu" {
-        0
-    } else {
-        tch::Cuda::device_count()
-    };
-    let bad = |why: String| Error::InvalidArgument(format!("--device {s:?}: {why}"));
+/// What `--device` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Cpu,
+    /// A GPU if there is one, else the CPU.
+    Auto,
+    /// The visible GPUs, shared among the slots.
+    AnyGpu,
+    /// This GPU for every slot.
+    Gpu(usize),
+}
+
+const EXPECTED: &str = "expected cpu, cuda, cuda:N or auto";
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_request(s: &str) -> Result<Request, String> {
     match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if gpus > 0 {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
-        _ => {
-            let idx = match s.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| bad("expected cpu, cuda, cuda:N or auto".into()))?,
-                None => return Err(bad("expected cpu, cuda, cuda:N or auto".into())),
-            };
-            if (idx as i64) < gpus {
-                Ok(Device::Cuda(idx))
-            } else if gpus == 0 {
-                Err(bad(if cfg!(hypersweep_cuda) {
-                    "no CUDA device is visible".into()
-                } else {
-                    "this worker was built against a CPU-only libtorch (build with a CUDA \
-                     libtorch, e.g. LIBTORCH_USE_PYTORCH=1 with a CUDA torch 2.11.0)"
-                        .into()
-                }))
-            } else {
-                Err(bad(format!("only {gpus} CUDA device(s) visible")))
-            }
-        }
+        "cpu" => Ok(Request::Cpu),
+        "auto" => Ok(Request::Auto),
+        "cuda" => Ok(Request::AnyGpu),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(Request::Gpu)
+            .ok_or_else(|| EXPECTED.to_owned()),
     }
+}
+
+/// The device of slot `slot` (0 for a worker without slots) when `gpus` GPUs are visible.
+pub fn assign(request: Request, slot: usize, gpus: usize) -> Result<Device, String> {
+    let none = || {
+        if cfg!(hypersweep_cuda) {
+            "no CUDA device is visible".to_owned()
+        } else {
+            "this worker was built against a CPU-only libtorch (build with a CUDA libtorch, \
+             e.g. LIBTORCH_USE_PYTORCH=1 with a CUDA torch 2.11.0, or use the cuda worker bundle)"
+                .to_owned()
+        }
+    };
+    match request {
+        Request::Cpu => Ok(Device::Cpu),
+        Request::Auto if gpus == 0 => Ok(Device::Cpu),
+        Request::Auto | Request::AnyGpu if gpus > 0 => Ok(Device::Cuda(slot % gpus)),
+        Request::AnyGpu => Err(none()),
+        Request::Gpu(n) if n < gpus => Ok(Device::Cuda(n)),
+        Request::Gpu(_) if gpus == 0 => Err(none()),
+        Request::Gpu(_) => Err(format!("only {gpus} CUDA device(s) visible")),
+        Request::Auto => unreachable!("auto is decided by the GPU count above"),
+    }
+}
+
+/// The device `--device s` gives slot `slot`, checking that the GPU exists.
+pub fn for_slot(s: &str, slot: usize) -> Result<Device> {
+    let bad = |why: String| Error::InvalidArgument(format!("--device {s:?}: {why}"));
+    let request = parse_request(s).map_err(bad)?;
+    let gpus = match request {
+        Request::Cpu => 0,
+        _ => usize::try_from(tch::Cuda::device_count()).unwrap_or(0),
+    };
+    assign(request, slot, gpus).map_err(bad)
+}
+
+/// [`for_slot`] of a process without slots (`worker train`).
+pub fn parse_device(s: &str) -> Result<Device> {
+    for_slot(s, 0)
 }
 
 /// Short device name for logs and results: `cpu`, `cuda:0`.
@@ -82,5 +113,33 @@ mod tests {
             assert!(parse_device("cuda:0").is_err());
         }
         assert!(parse_device("cuda:99").is_err());
+    }
+
+    #[test]
+    fn slots_are_spread_round_robin_over_the_visible_gpus_or_pinned() {
+        let on = |r, gpus| -> Vec<Device> {
+            (0..5).map(|slot| assign(r, slot, gpus).unwrap()).collect()
+        };
+        use Device::{Cpu, Cuda};
+        assert_eq!(
+            on(Request::AnyGpu, 2),
+            [Cuda(0), Cuda(1), Cuda(0), Cuda(1), Cuda(0)]
+        );
+        assert_eq!(
+            on(Request::Auto, 3),
+            [Cuda(0), Cuda(1), Cuda(2), Cuda(0), Cuda(1)]
+        );
+        assert_eq!(on(Request::Auto, 0), [Cpu; 5]);
+        assert_eq!(on(Request::Gpu(1), 2), [Cuda(1); 5]);
+        assert_eq!(on(Request::Cpu, 8), [Cpu; 5]);
+        assert!(assign(Request::Gpu(2), 0, 2)
+            .unwrap_err()
+            .contains("only 2 CUDA device(s) visible"));
+        for r in [Request::AnyGpu, Request::Gpu(0)] {
+            let err = assign(r, 0, 0).unwrap_err();
+            assert!(err.contains("CUDA") || err.contains("CPU-only"), "{err}");
+        }
+        assert_eq!(parse_request("cuda:3"), Ok(Request::Gpu(3)));
+        assert_eq!(parse_request("cuda"), Ok(Request::AnyGpu));
     }
 }

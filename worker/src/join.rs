@@ -34,12 +34,12 @@ use tracing::{info, warn};
 const MAX_CHECKPOINT: usize = 60 << 20;
 
 /// One finished epoch on its way from the training thread: its metrics, the checkpoint
-/// after it, and how many training samples it went through (for the throughput heartbeats
-/// report).
-type Epoch = (EpochMetrics, Vec<u8>, u64);
+/// after it, how many training samples it went through (for the throughput heartbeats
+/// report), and the process's GPU memory then.
+type Epoch = (EpochMetrics, Vec<u8>, u64, Option<u64>);
 
 struct Ctx {
-    coord: Coordinator,
+    coord: Arc<Coordinator>,
     /// `None` with `--noop`.
     data: Option<Arc<dataset::FashionMnist>>,
     subset: Subset,
@@ -50,10 +50,10 @@ struct Ctx {
 
 /// Runs `worker join` until the coordinator says the sweep is done.
 pub async fn run(args: JoinArgs) -> Result<()> {
-    let dev = device::parse_device(&args.device)?;
     // One trial at a time in a process: `--slots N` is N processes (see slots.rs), each of
-    // which comes here as slot `i` of N.
+    // which comes here as slot `i` of N, on its own device when `--device` spreads them.
     let slot = crate::slots::this_slot(&args)?;
+    let dev = device::for_slot(&args.device, slot.unwrap_or(0))?;
     if slot.is_none() && args.slots > 1 {
         return Err(Error::Slot(
             "--slots N runs N processes: call slots::supervise, not join::run".into(),
@@ -71,23 +71,23 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     } else if args.exit_on_stdin_eof {
         watch_stdin("coordinator went away");
     }
+    // Plaintext or TLS, with the token interceptor: see connect.rs.
+    let conn = Connection::from_args(&args)?;
+    let budget = Duration::from_secs(args.reconnect_timeout);
+    // Before registering: a worker that can get no data leaves without having registered
+    // (fetch.rs; the data may come from the coordinator).
     let data = if args.noop {
         None
     } else {
-        Some(Arc::new(load_data(&args).await?))
+        let rpc = Coordinator::connect(&conn, budget).await?;
+        Some(Arc::new(
+            crate::fetch::load(&args.data, &conn, &rpc, budget).await?,
+        ))
     };
-
-    // Plaintext or TLS, with the token interceptor: see connect.rs.
-    let conn = Connection::from_args(&args)?;
-    let registration = pb::RegisterRequest {
-        name,
-        device: device::device_name(dev),
-        slots: 1,
-        threads: threads as u32,
-        version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let budget = Duration::from_secs(args.reconnect_timeout);
-    let coord = Coordinator::join(&conn, registration, budget).await?;
+    // Connected afresh: loading may have taken a while (another slot fetching), and a
+    // coordinator gone meanwhile is then "unreachable", retried within the budget, not a
+    // refused registration.
+    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, threads), budget).await?);
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
@@ -111,13 +111,23 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     result
 }
 
-/// Finds, reads and verifies Fashion-MNIST, off the async runtime.
-async fn load_data(args: &JoinArgs) -> Result<dataset::FashionMnist> {
-    let data_dir = dataset::locate(args.data.data_dir.as_deref())?;
-    let data = tokio::task::spawn_blocking(move || dataset::load(&data_dir))
-        .await
-        .expect("loader thread")?;
-    Ok(data)
+/// What this worker says about itself: its name, device and threads, its build and protocol
+/// (build_info.rs), its host and the device's model (gpu.rs).
+fn registration(name: String, dev: Device, threads: usize) -> pb::RegisterRequest {
+    let build = crate::build_info::BUILD;
+    pb::RegisterRequest {
+        name,
+        device: device::device_name(dev),
+        slots: 1,
+        threads: threads as u32,
+        version: build.version.into(),
+        protocol: proto::PROTOCOL_VERSION,
+        build_variant: build.variant.as_str().into(),
+        libtorch_version: build.libtorch.into(),
+        cuda_version: build.cuda.unwrap_or_default().into(),
+        host: crate::gpu::host(),
+        device_name: crate::gpu::device_name(dev),
+    }
 }
 
 fn default_name() -> String {
@@ -272,8 +282,14 @@ fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
                 "the coordinator re-leased this trial".into(),
             ));
         }
+        let gpu_memory = crate::gpu::process_memory(job.device);
         epochs
-            .blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default(), samples))
+            .blocking_send((
+                *m,
+                ckpt.map(<[u8]>::to_vec).unwrap_or_default(),
+                samples,
+                gpu_memory,
+            ))
             .map_err(|_| Error::Abandoned("reporting stopped".into()))
     })?;
     drop(epochs);
@@ -315,8 +331,8 @@ async fn forward_epochs(
     attempt: &Attempt,
     mut epochs: mpsc::Receiver<Epoch>,
 ) -> Result<Forwarded> {
-    while let Some((m, mut checkpoint, samples)) = epochs.recv().await {
-        coord.epoch_trained(samples, m.seconds);
+    while let Some((m, mut checkpoint, samples, gpu_memory)) = epochs.recv().await {
+        coord.epoch_trained(samples, m.seconds, gpu_memory);
         if checkpoint.len() > MAX_CHECKPOINT {
             // Past the coordinator's message limit the whole report would be refused: send
             // the metrics alone (a re-leased trial then retrains from its last checkpoint).
@@ -324,9 +340,9 @@ async fn forward_epochs(
                 "checkpoint too large for the coordinator, epoch reported without it");
             checkpoint = Vec::new();
         }
-        let refused = match coord.report(attempt, &m, checkpoint).await {
+        let refused = match coord.report(attempt, &m, checkpoint, gpu_memory).await {
             Ok(Answer::Ok) => {
-                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished");
+                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, gpu_memory, "epoch finished");
                 continue;
             }
             Ok(Answer::LeaseLost(s)) => s,
@@ -450,7 +466,7 @@ async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Resul
             test_acc: acc,
             seconds: 0.0,
         };
-        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, Vec::new()).await? {
+        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, Vec::new(), None).await? {
             lease_lost(&attempt, &s);
             return Ok(());
         }

@@ -8,7 +8,9 @@
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
 //! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
-//! this is (version, cpu or cuda, libtorch and CUDA versions).
+//! this is (version, cpu or cuda, libtorch and CUDA versions). [`fetch`] finds Fashion-MNIST
+//! or fetches it from the coordinator into the cache; [`device`] places each slot on its
+//! device, and [`gpu`] names the device and reads its memory (NVML).
 
 pub mod build_info;
 pub mod checkpoint;
@@ -17,6 +19,8 @@ pub mod client;
 pub mod connect;
 pub mod data;
 pub mod device;
+pub mod fetch;
+pub mod gpu;
 pub mod join;
 pub mod model;
 pub mod sgd;

@@ -61,7 +61,25 @@ fn service_config(args: &RunArgs, sweep: &Sweep, dir: &ResultsDir) -> Result<Ser
     config.heartbeat_interval = (config.lease_timeout / 5).max(Duration::from_millis(50));
     config.max_attempts = args.max_attempts.max(1);
     config.retry_failed = args.retry_failed;
+    config.dataset_dir = dataset_dir(args);
     Ok(config)
+}
+
+/// The Fashion-MNIST this coordinator serves to workers that have none (issue 10), found as a
+/// worker finds its own. Without one it warns and runs on: sweeps that need no data (`--noop`
+/// workers) still work, and workers with their own copy never ask.
+fn dataset_dir(args: &RunArgs) -> Option<PathBuf> {
+    match dataset::locate(args.data.data_dir.as_deref()) {
+        Ok(dir) => {
+            info!(dir = %dir.display(), "serving Fashion-MNIST to workers that have none");
+            Some(dir)
+        }
+        Err(e) => {
+            warn!(error = %e, "no Fashion-MNIST here: workers without their own copy will have \
+                nothing to fetch (give --data-dir DIR, or run `bash scripts/setup.sh data`)");
+            None
+        }
+    }
 }
 
 /// `coordinator run`.

@@ -201,7 +201,13 @@ impl Collector for Live {
 
         let mut connected = std::collections::BTreeMap::<(&str, &str), i64>::new();
         for w in &c.workers {
-            *connected.entry((&w.device, &w.build)).or_default() += 1;
+            // A worker that did not say its build (protocol 1) is labelled `unknown`.
+            let build = if w.build.is_empty() {
+                "unknown"
+            } else {
+                &w.build
+            };
+            *connected.entry((&w.device, build)).or_default() += 1;
         }
         let mut m = encoder.encode_descriptor(
             "hypersweep_workers_connected",

@@ -179,7 +179,7 @@ mod tests {
                 name: "host:1".into(),
                 device: "cpu".into(),
                 slots: 1,
-                build: "test".into(),
+                ..Default::default()
             },
             t0,
         );
@@ -350,6 +350,9 @@ mod tests {
             worker: "w".into(),
             device: "cpu".into(),
             recorded_at: Utc::now(),
+            device_name: String::new(),
+            host: String::new(),
+            gpu_peak_memory_bytes: None,
         };
         assert!(
             !w.should_flush(t0 + Duration::from_secs(60)),

@@ -39,6 +39,7 @@ fn worker(s: &mut Scheduler, name: &str, slots: u32, now: Instant) -> WorkerId {
             device: "cpu".into(),
             slots,
             build: "test".into(),
+            ..Default::default()
         },
         now,
     )

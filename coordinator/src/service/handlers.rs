@@ -5,12 +5,14 @@
 
 use super::artifacts::Upload;
 use super::state::{durable, Pending, SweepState};
-use super::validate::{self, clip, invalid, trial_attempt, worker_id, MAX_REASON, MAX_RUNNING};
+use super::validate::{
+    self, clip, invalid, trial_attempt, worker_id, MAX_LABEL, MAX_REASON, MAX_RUNNING,
+};
 use super::MAX_WORKERS;
 use crate::scheduler::{LeaseOutcome, ReportOutcome, SchedulerError, WorkerId, WorkerInfo};
 use crate::store::Op;
 use proto::pb::coordinator_server::Coordinator;
-use proto::{pb, EpochMetrics, TrialId};
+use proto::{pb, protocol, EpochMetrics, TrialId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -61,13 +63,6 @@ async fn committed(pending: Option<Pending>, trial: &TrialId, what: &str) -> Res
 /// The `build` label of a worker's metrics (`hypersweep_workers_connected`): what its
 /// registration says it was built from, today the crate version. The one place to change
 /// when registrations describe builds better.
-fn build_label(r: &pb::RegisterRequest) -> String {
-    match clip(&r.version, 64) {
-        "" => "unknown".to_owned(),
-        v => v.to_owned(),
-    }
-}
-
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -108,9 +103,11 @@ impl CoordinatorService {
         let metrics =
             EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
         let checkpoint = r.checkpoint;
+        let gpu_memory = r.gpu_peak_memory_bytes;
         let (outcome, commit) = self.state.change(|s, now, ops| {
-            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
-            if let ReportOutcome::Accepted(rec) = &outcome {
+            let mut outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
+            if let ReportOutcome::Accepted(rec) = &mut outcome {
+                rec.gpu_peak_memory_bytes = gpu_memory;
                 ops.push(Op::Epoch(self.state.next_seq(), rec.clone()));
                 durable(s, &trial, ops);
                 if !checkpoint.is_empty() {
@@ -160,8 +157,30 @@ impl CoordinatorService {
     }
 }
 
+/// The chunks of one `FetchDataset` answer.
+pub type DatasetStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::DatasetChunk, Status>> + Send + 'static>,
+>;
+
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
+    type FetchDatasetStream = DatasetStream;
+
+    async fn fetch_dataset(
+        &self,
+        request: Request<pb::FetchDatasetRequest>,
+    ) -> Result<Response<DatasetStream>, Status> {
+        let peer = request.remote_addr();
+        let chunks = self
+            .state
+            .dataset()
+            .fetch(request.into_inner(), peer)
+            .await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(chunks),
+        )))
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -171,11 +190,23 @@ impl Coordinator for CoordinatorService {
         if r.slots == 0 {
             return Err(invalid("slots must be at least 1"));
         }
+        let protocol = protocol::of_register(r.protocol);
+        let version = clip(&r.version, 64);
+        if !protocol::is_served(protocol) {
+            warn!(name = %clip(&r.name, MAX_LABEL), version, protocol, "worker refused: protocol not served");
+            return Err(Status::failed_precondition(protocol::refusal(
+                protocol,
+                version,
+                env!("CARGO_PKG_VERSION"),
+            )));
+        }
         let info = WorkerInfo {
-            build: build_label(&r),
+            build: validate::build(&r),
             name: r.name,
             device: r.device,
             slots: r.slots,
+            host: clip(&r.host, MAX_LABEL).to_owned(),
+            device_name: clip(&r.device_name, MAX_LABEL).to_owned(),
         };
         let id = self.state.with_scheduler(|s, now| {
             if s.workers() >= MAX_WORKERS {
@@ -190,13 +221,16 @@ impl Coordinator for CoordinatorService {
             Ok(s.register(info.clone(), now))
         })?;
         info!(worker = %id, name = %info.name, device = %info.device, slots = info.slots,
-            threads = r.threads, version = %clip(&r.version, 64), "worker registered");
+            threads = r.threads, version, protocol, build = %info.build, host = %info.host,
+            device_name = %info.device_name, "worker registered");
         let c = self.state.config();
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id.0,
             heartbeat_interval_ms: millis(c.heartbeat_interval),
             lease_timeout_ms: millis(c.lease_timeout),
             sweep_name: c.sweep_name.clone(),
+            protocol: protocol::PROTOCOL_VERSION,
+            coordinator_version: env!("CARGO_PKG_VERSION").into(),
         }))
     }
 

@@ -6,6 +6,7 @@
 //!   to gRPC codes ([`handlers::code`]);
 //! - [`validate`]: the checks of every wire field before it reaches the scheduler;
 //! - `artifacts`: uploaded artifact files, written whole or not at all;
+//! - [`dataset`]: `FetchDataset`, the coordinator's Fashion-MNIST streamed to bare workers;
 //! - [`server`]: [`serve`], the tonic server with health, reflection and lease expiry;
 //! - [`health`]: the health statuses both the main listener and `--health-listen` serve.
 //!
@@ -15,6 +16,7 @@
 //! ([`crate::results_writer`]), which writes it into `epochs/part-*.parquet`.
 
 mod artifacts;
+pub mod dataset;
 pub mod handlers;
 pub mod health;
 pub mod server;
@@ -77,6 +79,9 @@ pub struct ServiceConfig {
     pub max_artifact_bytes: u64,
     /// On resume, queue the trials that failed before again.
     pub retry_failed: bool,
+    /// issue 10: the coordinator's Fashion-MNIST, served to workers that have none
+    /// (`FetchDataset`); `None`: it has none, and such workers are told so.
+    pub dataset_dir: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -91,6 +96,7 @@ impl ServiceConfig {
             flush_interval: Duration::from_secs(5),
             max_artifact_bytes: 256 << 20,
             retry_failed: false,
+            dataset_dir: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! order. On start, [`SweepState::open`] opens `state.redb`, restores every trial and queues
 //! the rows the part files lack.
 
+use super::dataset::DatasetServer;
 use super::{Health, Result, ServiceConfig, ServiceError};
 use crate::metrics::Metrics;
 use crate::results_writer::{EpochWriter, ResultsWriter};
@@ -49,6 +50,8 @@ pub struct SweepState {
     told_done: Mutex<HashSet<WorkerId>>,
     metrics: Metrics,
     health: Health,
+    /// issue 10: Fashion-MNIST for workers that have none.
+    dataset: Arc<DatasetServer>,
 }
 
 /// A commit queued under the scheduler's lock; await it after releasing the lock.
@@ -132,6 +135,7 @@ impl SweepState {
                 }
             })
         };
+        let dataset = Arc::new(DatasetServer::new(config.dataset_dir.clone()));
         Ok(Arc::new(SweepState {
             config,
             dir,
@@ -146,6 +150,7 @@ impl SweepState {
             told_done: Mutex::default(),
             metrics,
             health: Health::default(),
+            dataset,
         }))
     }
 
@@ -175,6 +180,17 @@ impl SweepState {
 
     pub fn dir(&self) -> &ResultsDir {
         &self.dir
+    }
+
+    /// What `FetchDataset` serves.
+    pub(super) fn dataset(&self) -> &Arc<DatasetServer> {
+        &self.dataset
+    }
+
+    /// Bytes of Fashion-MNIST sent to workers since this coordinator started (for the
+    /// metric `hypersweep_dataset_bytes_served_total`).
+    pub fn dataset_bytes_served(&self) -> u64 {
+        self.dataset.bytes_served()
     }
 
     /// Runs `f` on the scheduler; the changes it pushes are queued for commit before the lock

@@ -85,6 +85,26 @@ pub fn labels(name: &str, device: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The build a worker registers with, as one line (`0.5.0 (cuda build, libtorch 2.11.0, CUDA
+/// 13.0)`, what `worker --version` prints after the name); empty when it sent none (a worker
+/// before issue 10).
+pub fn build(r: &pb::RegisterRequest) -> String {
+    if r.build_variant.is_empty() {
+        return String::new();
+    }
+    let cuda = if r.cuda_version.is_empty() {
+        "none"
+    } else {
+        clip(&r.cuda_version, 32)
+    };
+    format!(
+        "{} ({} build, libtorch {}, CUDA {cuda})",
+        clip(&r.version, 64),
+        clip(&r.build_variant, 16),
+        clip(&r.libtorch_version, 32)
+    )
+}
+
 /// A plain file name that is one of the artifacts ([`Artifact::ALL`]).
 pub fn artifact_name(name: &str) -> Result<Artifact, Status> {
     if name.is_empty() {

@@ -358,6 +358,9 @@ mod tests {
             worker: "local-1".into(),
             device: "cpu".into(),
             recorded_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            device_name: "NVIDIA H200".into(),
+            host: "gpu-1".into(),
+            gpu_peak_memory_bytes: Some(1 << 30),
         }
     }
 
@@ -382,6 +385,7 @@ mod tests {
             started_at: Some(row(1).recorded_at),
             finished_at: None,
             last_error: Some("lease expired".into()),
+            worker_build: Some("0.5.0 (cuda build, libtorch 2.11.0, CUDA 13.0)".into()),
         };
         {
             let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
@@ -406,6 +410,11 @@ mod tests {
         assert_eq!(rows[0].1.metrics.epoch, 1);
         assert!(rows[0].1.metrics.val_loss.is_nan());
         assert_eq!(rows[0].1.recorded_at, row(1).recorded_at);
+        let (got, want) = (&rows[0].1, row(1));
+        assert_eq!(
+            (&got.device_name, &got.host, got.gpu_peak_memory_bytes),
+            (&want.device_name, &want.host, want.gpu_peak_memory_bytes)
+        );
         assert_eq!(o.store.checkpoint(&id).unwrap(), Some((1, vec![1, 2, 3])));
         o.store.apply(&[Op::DropCheckpoint(id.clone())]).unwrap();
         assert_eq!(o.store.checkpoint(&id).unwrap(), None);

@@ -40,6 +40,9 @@ pub(super) struct StoredTrial {
     finished_at_us: Option<i64>,
     #[prost(string, optional, tag = "14")]
     last_error: Option<String>,
+    // issue 10 (tags 100-119)
+    #[prost(string, optional, tag = "100")]
+    worker_build: Option<String>,
 }
 
 fn from_micros(us: i64) -> std::result::Result<DateTime<Utc>, String> {
@@ -63,6 +66,7 @@ impl StoredTrial {
             started_at_us: d.started_at.map(|t| t.timestamp_micros()),
             finished_at_us: d.finished_at.map(|t| t.timestamp_micros()),
             last_error: d.last_error.clone(),
+            worker_build: d.worker_build.clone(),
         }
     }
 
@@ -89,6 +93,7 @@ impl StoredTrial {
             started_at: self.started_at_us.map(from_micros).transpose()?,
             finished_at: self.finished_at_us.map(from_micros).transpose()?,
             last_error: self.last_error,
+            worker_build: self.worker_build,
         })
     }
 }
@@ -109,6 +114,13 @@ pub(super) struct StoredEpoch {
     device: String,
     #[prost(int64, tag = "7")]
     recorded_at_us: i64,
+    // issue 10 (tags 100-119)
+    #[prost(string, tag = "100")]
+    device_name: String,
+    #[prost(string, tag = "101")]
+    host: String,
+    #[prost(uint64, optional, tag = "102")]
+    gpu_peak_memory_bytes: Option<u64>,
 }
 
 impl StoredEpoch {
@@ -121,6 +133,9 @@ impl StoredEpoch {
             worker: r.worker.clone(),
             device: r.device.clone(),
             recorded_at_us: r.recorded_at.timestamp_micros(),
+            device_name: r.device_name.clone(),
+            host: r.host.clone(),
+            gpu_peak_memory_bytes: r.gpu_peak_memory_bytes,
         }
     }
 
@@ -143,6 +158,9 @@ impl StoredEpoch {
             worker: self.worker,
             device: self.device,
             recorded_at: from_micros(self.recorded_at_us)?,
+            device_name: self.device_name,
+            host: self.host,
+            gpu_peak_memory_bytes: self.gpu_peak_memory_bytes,
         })
     }
 }

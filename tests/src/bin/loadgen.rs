@@ -168,6 +168,8 @@ async fn register(client: &mut Client, i: usize) -> Result<(String, Duration), t
             slots: 1,
             threads: 1,
             version: "loadgen".into(),
+            protocol: proto::PROTOCOL_VERSION,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -291,6 +293,7 @@ async fn run_trial(
             trial: Some(ta.clone()),
             metrics: Some(metrics(epoch, epochs, i)),
             checkpoint: checkpoint(shared.checkpoint_bytes, i, epoch),
+            ..Default::default()
         };
         let t = Instant::now();
         let sent = client.report_epoch(req).await;
