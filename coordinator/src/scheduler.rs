@@ -374,6 +374,10 @@ impl Scheduler {
                     r.finished += 1;
                     TrialStatus::Finished
                 }
+                TrialStatus::Stopped => {
+                    r.finished += 1;
+                    TrialStatus::Stopped
+                }
                 TrialStatus::Failed if !retry_failed => {
                     r.failed += 1;
                     TrialStatus::Failed
@@ -803,6 +807,7 @@ impl Scheduler {
                 TrialStatus::Running => p.running += 1,
                 TrialStatus::Finished => p.finished += 1,
                 TrialStatus::Failed => p.failed += 1,
+                TrialStatus::Stopped => p.finished += 1,
             }
             if let Some(l) = &t.lease {
                 p.running_trials.push(RunningTrial {
@@ -837,6 +842,9 @@ impl Scheduler {
                 test_acc: t.final_test_acc,
                 epochs_done: t.recorded,
                 last_error: t.last_error.clone(),
+                search: "grid",
+                goal: Default::default(),
+                stop: None,
             })
             .collect()
     }

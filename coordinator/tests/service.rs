@@ -66,6 +66,7 @@ fn report(worker: &str, trial: &str, attempt: u32, m: pb::EpochMetrics) -> pb::R
         worker_id: worker.into(),
         trial: ta(trial, attempt),
         metrics: Some(m),
+        diverged: None,
     }
 }
 

@@ -268,6 +268,7 @@ impl Coordinator {
             trial: Some(a.wire()),
             metrics: Some(metrics.into()),
             checkpoint,
+            diverged: None,
         };
         self.about(a, "report", |mut c| {
             let r = req.clone();
@@ -530,6 +531,7 @@ mod tests {
                 hparams,
                 start_epoch: 1,
                 checkpoint: vec![1, 2, 3],
+                ..Default::default()
             })),
         }
     }

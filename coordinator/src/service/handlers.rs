@@ -108,6 +108,7 @@ impl CoordinatorService {
             hparams: Some(pb::Hyperparams::from(&l.hparams)),
             start_epoch,
             checkpoint,
+            ..Default::default()
         })
     }
 }
@@ -208,7 +209,10 @@ impl Coordinator for CoordinatorService {
                 true
             }
         };
-        Ok(Response::new(pb::ReportEpochResponse { duplicate }))
+        Ok(Response::new(pb::ReportEpochResponse {
+            duplicate,
+            ..Default::default()
+        }))
     }
 
     async fn heartbeat(

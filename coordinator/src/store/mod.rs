@@ -336,6 +336,7 @@ mod tests {
             weight_decay: 0.0,
             validation: 0.0,
             seed: 7,
+            objective: Default::default(),
         }
     }
 
