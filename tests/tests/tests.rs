@@ -12,6 +12,8 @@
 //! - `netns`: a worker's link cut in network namespaces (root);
 //! - `load`: 200 simulated workers and a `kill -9`;
 //! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
+//! - `search`: issue 12 end to end: a stop at a rung, divergence, a `kill -9` during a TPE
+//!   sweep, the report's model of the selected epoch;
 //! - `security_e2e`: token and TLS through the binaries;
 //! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
 
@@ -21,5 +23,6 @@ mod faults;
 mod load;
 mod local_workers;
 mod netns;
+mod search;
 mod security_e2e;
 mod slurm;
