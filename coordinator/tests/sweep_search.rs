@@ -296,3 +296,30 @@ fn assert_error(what: &str, text: &str, at: Option<(usize, usize)>, needle: &str
         (want, got) => panic!("{what}: wanted position {want:?}, got {got:?}: {msg}"),
     }
 }
+
+#[test]
+fn the_shipped_search_sweep_is_the_benchmarks_space() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/search.toml");
+    let s = coordinator::sweep::load_with_env(
+        &path,
+        &Overrides::default(),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
+    assert_eq!(s.trials.len(), 27);
+    assert_eq!(s.to_suggest(), 40);
+    for t in &s.trials {
+        let h = &t.hparams;
+        assert!(matches!(h.arch, Arch::Ffv1 | Arch::Ffv2), "{h:?}");
+        assert!(
+            (32..=128).contains(&h.hidden) && (0.01..0.5).contains(&h.lr),
+            "{h:?}"
+        );
+        assert_eq!((h.epochs, h.objective), (20, Objective::Train));
+    }
+    let plan = render_plan(&s);
+    assert!(
+        plan.contains("workers wait for the verdict after epochs 1, 3, 9"),
+        "{plan}"
+    );
+}

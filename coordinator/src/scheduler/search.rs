@@ -61,10 +61,10 @@ impl Scheduler {
             return;
         }
         let state = ExperimentState::of(plan);
-        self.to_suggest += state.budget;
         self.experiment_index
             .insert(plan.name.clone(), self.experiments.len());
         self.experiments.push(state);
+        self.recount_to_suggest();
     }
 
     /// The index of experiment `name`, added as a plain grid if the plan did not list it.
@@ -76,25 +76,33 @@ impl Scheduler {
         self.experiments.len() - 1
     }
 
-    /// Adds a suggested trial (queued, not leased) and counts it against its experiment's
-    /// budget; returns its index, `None` when the trial exists already.
+    /// Adds a suggested trial (queued, not leased) and counts its index against its
+    /// experiment's budget; returns its index, `None` when the trial exists already (then
+    /// only the index is counted: it is never drawn again).
     pub(super) fn add_suggested(&mut self, s: &Suggested) -> Option<usize> {
+        let exp = self.experiment_of(&s.experiment);
+        let e = &mut self.experiments[exp];
+        e.suggested = e.suggested.max(s.index + 1);
+        self.recount_to_suggest();
         let spec = TrialSpec::new(s.experiment.clone(), s.hparams.clone());
         if self.index.contains_key(&spec.id) {
             return None;
         }
-        let exp = self.experiment_of(&s.experiment);
-        let e = &mut self.experiments[exp];
-        if e.suggested < e.budget && self.to_suggest > 0 {
-            self.to_suggest -= 1;
-        }
-        e.suggested = e.suggested.max(s.index + 1);
         let i = self.trials.len();
         self.index.insert(spec.id.clone(), i);
         let mut state = TrialState::new(spec, exp);
         state.config = Some(s.config.clone());
         self.trials.push(state);
         Some(i)
+    }
+
+    /// Trials the tpe experiments have still to suggest.
+    fn recount_to_suggest(&mut self) {
+        self.to_suggest = self
+            .experiments
+            .iter()
+            .map(|e| e.budget.saturating_sub(e.suggested))
+            .sum();
     }
 
     /// The next suggestion of the first tpe experiment with trials to come, added to the
@@ -118,12 +126,13 @@ impl Scheduler {
                 None => Err("the sweep has no suggester".into()),
             };
             match suggested {
-                Ok(s) => {
+                Ok(s) if s.index == index => {
                     if let Some(i) = self.add_suggested(&s) {
                         return Some((i, s));
                     }
                     self.give_up(exp, "it suggested an existing trial".into());
                 }
+                Ok(s) => self.give_up(exp, format!("it answered index {} for {index}", s.index)),
                 Err(e) => self.give_up(exp, e),
             }
         }
@@ -133,9 +142,10 @@ impl Scheduler {
     /// Stops suggesting for experiment `exp`, which then has fewer trials than asked.
     fn give_up(&mut self, exp: usize, why: String) {
         let e = &mut self.experiments[exp];
-        let left = e.budget - e.suggested;
-        self.to_suggest -= left;
+        let left = e.budget.saturating_sub(e.suggested);
         e.budget = e.suggested;
+        self.recount_to_suggest();
+        let e = &self.experiments[exp];
         self.notices.push(format!(
             "experiment {:?}: tpe gave up after {} of {} trials: {why}",
             e.name,
