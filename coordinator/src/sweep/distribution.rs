@@ -23,7 +23,6 @@ impl Ctx<'_> {
         at: &[String],
     ) -> Result<AxisKind> {
         let key = param.name();
-        let bad = |path: &[String], message: String| self.error(path, At::Key, message);
         for k in table.keys() {
             if !KINDS.contains(&k.as_str()) && k != "log" {
                 let mut msg = format!(
@@ -33,7 +32,7 @@ impl Ctx<'_> {
                 if let Some(s) = did_you_mean(k, KINDS.into_iter().chain(["log"])) {
                     msg.push_str(&format!("; did you mean {s:?}?"));
                 }
-                return Err(bad(&join(at, &[k]), msg));
+                return Err(self.error(&join(at, &[k]), At::Key, msg));
             }
         }
         let kinds: Vec<&str> = KINDS
@@ -62,8 +61,22 @@ impl Ctx<'_> {
         if *kind == "choice" {
             return self.choice(what, param, value, &kind_at);
         }
+        self.range(what, param, kind, value, log, &kind_at)
+    }
+
+    /// `{ uniform | loguniform | int = [lo, hi] }` of `param`, checked to fit its kind of value.
+    fn range(
+        &self,
+        what: &str,
+        param: Param,
+        kind: &str,
+        value: &Value,
+        log: bool,
+        kind_at: &[String],
+    ) -> Result<AxisKind> {
+        let key = param.name();
         let fits = matches!(
-            (param.kind(), *kind),
+            (param.kind(), kind),
             (Kind::Real, "uniform" | "loguniform") | (Kind::Whole, "int")
         );
         if !fits {
@@ -76,20 +89,21 @@ impl Ctx<'_> {
                 }
                 Kind::Name => "{ choice = [...] }",
             };
-            return Err(bad(
-                &kind_at,
+            return Err(self.error(
+                kind_at,
+                At::Key,
                 format!("{what}: {key} cannot be drawn from {kind}: use {use_instead}"),
             ));
         }
-        let (lo, hi) = self.bounds(what, key, value, &kind_at)?;
-        let dist = match *kind {
+        let (lo, hi) = self.bounds(what, key, value, kind_at)?;
+        let dist = match kind {
             "uniform" => Distribution::Uniform { lo, hi },
             "loguniform" => Distribution::LogUniform { lo, hi },
             _ => {
                 let whole = |x: f64| (x.fract() == 0.0 && x.abs() < 9.0e15).then_some(x as i64);
                 let (Some(l), Some(h)) = (whole(lo), whole(hi)) else {
                     return Err(self.error(
-                        &kind_at,
+                        kind_at,
                         At::Value,
                         format!(
                             "{what}: {key}: int bounds must be whole numbers, got [{lo}, {hi}]"
@@ -99,7 +113,7 @@ impl Ctx<'_> {
                 Distribution::Int { lo: l, hi: h, log }
             }
         };
-        self.check_range(what, param, dist, &kind_at)?;
+        self.check_range(what, param, dist, kind_at)?;
         Ok(AxisKind::Range(param, dist))
     }
 
