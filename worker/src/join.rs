@@ -182,22 +182,7 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
                     run_synthetic(&ctx.coord, leased, &h).await?
                 }
                 Ok(h) if ctx.noop => run_noop(&ctx.coord, leased, &h).await?,
-                Ok(h) => {
-                    let data = match ctx.data().await {
-                        Ok(data) => data,
-                        Err(e) => {
-                            // Another worker may have the data: the trial is not to blame.
-                            let reason = format!("this worker cannot read the data: {e}");
-                            if let Answer::LeaseLost(s) =
-                                ctx.coord.fail(&leased.attempt, &reason, true).await?
-                            {
-                                lease_lost(&leased.attempt, &s);
-                            }
-                            return Err(e);
-                        }
-                    };
-                    run_trial(&ctx, &data, slot, leased, h).await?
-                }
+                Ok(h) => run_trial(&ctx, slot, leased, h).await?,
             },
             Offer::Wait(pause) => tokio::time::sleep(pause).await,
             Offer::Done => return Ok(()),
@@ -223,13 +208,7 @@ pub(crate) fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
 /// Trains one leased trial and reports it: held while it trains, each epoch forwarded as it
 /// finishes, then the call its ending calls for. Errors of the trial itself are reported to
 /// the coordinator with `Fail`; only errors talking to the coordinator come back from here.
-async fn run_trial(
-    ctx: &Ctx,
-    data: &Arc<dataset::FashionMnist>,
-    slot: usize,
-    leased: Leased,
-    h: Hyperparams,
-) -> Result<()> {
+async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Result<()> {
     let attempt = leased.attempt.clone();
     info!(slot, trial = %attempt.trial_id, attempt = attempt.attempt, label = %h.label(), "trial leased");
     let out_dir = ctx
@@ -238,24 +217,36 @@ async fn run_trial(
     let rungs = leased.rung_epochs.clone();
     let divergence = leased.divergence;
     let (verdict_tx, verdicts) = std::sync::mpsc::channel();
-    let job = Job {
-        h,
-        data: data.clone(),
-        subset: ctx.subset,
-        device: ctx.device,
-        threads: ctx.threads,
-        start_epoch: leased.start_epoch,
-        checkpoint: leased.checkpoint,
-        attempt: attempt.clone(),
-        out_dir: out_dir.clone(),
-        goal: leased.goal,
-        rungs: rungs.clone(),
-        divergence,
-        verdicts,
-    };
     let (forwarded, joined) = {
-        // While it trains, heartbeats keep the lease alive (and may take it back).
+        // While the data loads (the first time) and the trial trains, heartbeats keep the
+        // lease alive (and may take it back).
         let _held = ctx.coord.hold(std::slice::from_ref(&attempt));
+        let data = match ctx.data().await {
+            Ok(data) => data,
+            Err(e) => {
+                // Another worker may have the data: the trial is not to blame.
+                let reason = format!("this worker cannot read the data: {e}");
+                if let Answer::LeaseLost(s) = ctx.coord.fail(&attempt, &reason, true).await? {
+                    lease_lost(&attempt, &s);
+                }
+                return Err(e);
+            }
+        };
+        let job = Job {
+            h,
+            data,
+            subset: ctx.subset,
+            device: ctx.device,
+            threads: ctx.threads,
+            start_epoch: leased.start_epoch,
+            checkpoint: leased.checkpoint,
+            attempt: attempt.clone(),
+            out_dir: out_dir.clone(),
+            goal: leased.goal,
+            rungs: rungs.clone(),
+            divergence,
+            verdicts,
+        };
         let (epochs, training) = start_training(job, slot)?;
         let forwarded = forward_epochs(&ctx.coord, &attempt, epochs, &rungs, verdict_tx).await;
         (forwarded, join_training(training).await)
