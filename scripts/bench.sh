@@ -9,6 +9,13 @@
 #   bash scripts/bench.sh load    200 simulated workers leasing and reporting for 60 s against one
 #                                 coordinator (benches/load.sh): reports/s, latency, none lost;
 #                                 LOAD_METRICS=1: with --metrics-listen, scraped every second
+#   bash scripts/bench.sh regret  issue 12: regret of random search and TPE through `coordinator
+#                                 run` (objective = "synthetic", 40 trials, seeds 1-10) against
+#                                 Optuna 4.x (TPESampler() independent) and 5.x (multivariate),
+#                                 each in a venv of its own under bench-results/ (benches/search_regret.py)
+#   bash scripts/bench.sh asha    issue 12: ASHA on a lab4-like space, 27 random trials of 20
+#                                 epochs, 2 local workers, seeds 1-3, against the same trials in
+#                                 full: epochs spent, best validation accuracy (benches/asha_lab4.py)
 #
 # Output goes to bench-results/ (git-ignored). The PyTorch reference needs Python torch 2.11.0
 # + torchvision 0.26.0: installed into .deps/bench-venv on first use (~2.7 GB of wheels).
@@ -51,8 +58,26 @@ case "${1:-}" in
         cargo build --release --locked -p tests --bin loadgen
         LOAD_BIN_DIR=target/release bash benches/load.sh | tee bench-results/load.md
         ;;
+    regret)
+        # Optuna stays out of .deps: one venv per major version, pinned.
+        for v in 4 5; do
+            venv=bench-results/optuna$v-venv
+            if ! "$venv/bin/python" -c 'import optuna' 2>/dev/null; then
+                python3 -m venv "$venv"
+                "$venv/bin/pip" install -q "optuna>=$v,<$((v + 1))"
+            fi
+        done
+        python3 benches/search_regret.py --part hypersweep > bench-results/regret-hypersweep.jsonl
+        bench-results/optuna4-venv/bin/python benches/search_regret.py --part optuna > bench-results/regret-optuna4.jsonl
+        bench-results/optuna5-venv/bin/python benches/search_regret.py --part optuna > bench-results/regret-optuna5.jsonl
+        python3 benches/search_regret.py --table bench-results/regret-hypersweep.jsonl \
+            bench-results/regret-optuna4.jsonl bench-results/regret-optuna5.jsonl | tee bench-results/regret.md
+        ;;
+    asha)
+        python3 benches/asha_lab4.py --out bench-results/asha --seeds "${BENCH_SEEDS:-1-3}" | tee bench-results/asha.md
+        ;;
     *)
-        echo "usage: $0 train|lab4|overhead|check|load" >&2
+        echo "usage: $0 train|lab4|overhead|check|load|regret|asha" >&2
         exit 2
         ;;
 esac

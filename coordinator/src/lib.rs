@@ -5,7 +5,8 @@
 //!   expands it into [`trial::TrialSpec`]s; [`synthetic`] generates big sweep files.
 //! - [`trial`] names what the coordinator knows about a trial (its spec, its durable state).
 //! - [`scheduler`] is the trial queue and lease state machine: plain data, no I/O, tested
-//!   with virtual time.
+//!   with virtual time; it judges epochs with each experiment's stop rules and asks a
+//!   [`suggest::Suggester`] for a tpe experiment's next trial when nothing is queued.
 //! - [`store`] is the durable state in `state.redb` (redb): what a restarted coordinator
 //!   resumes from; one committer thread applies changes in group commits.
 //! - [`results_writer`] writes the committed epochs and the trial table into the results
@@ -32,6 +33,7 @@ pub mod scheduler;
 pub mod security;
 pub mod service;
 pub mod store;
+pub mod suggest;
 pub mod sweep;
 pub mod synthetic;
 pub mod trial;

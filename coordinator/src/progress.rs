@@ -44,7 +44,10 @@ impl Display {
         let done_epochs = p.epochs_done;
         let counts = format!(
             "{} done, {} running, {} queued, {} failed",
-            p.finished, p.running, p.queued, p.failed
+            p.finished + p.stopped,
+            p.running,
+            p.queued + p.to_suggest,
+            p.failed
         );
         if let Some((multi, overall, per_trial)) = &mut self.bars {
             overall.set_position(done_epochs);
@@ -73,10 +76,10 @@ impl Display {
                 bar.set_position(u64::from(r.epoch));
                 bar.set_message(format!("{} on {}", r.label, r.worker_name));
             }
-        } else if (p.finished, p.failed) != self.last_counts
+        } else if (p.finished + p.stopped, p.failed) != self.last_counts
             || self.last_log.elapsed() >= Duration::from_secs(10)
         {
-            self.last_counts = (p.finished, p.failed);
+            self.last_counts = (p.finished + p.stopped, p.failed);
             self.last_log = Instant::now();
             let running: Vec<String> = p
                 .running_trials
@@ -85,8 +88,10 @@ impl Display {
                 .collect();
             info!(
                 finished = p.finished,
+                stopped = p.stopped,
                 running = p.running,
                 queued = p.queued,
+                to_suggest = p.to_suggest,
                 failed = p.failed,
                 epochs = done_epochs,
                 elapsed_s = started.elapsed().as_secs(),
@@ -101,7 +106,11 @@ impl Display {
             for bar in per_trial.values() {
                 bar.finish_and_clear();
             }
-            overall.finish_with_message(format!("{} done, {} failed", p.finished, p.failed));
+            overall.finish_with_message(format!(
+                "{} done, {} failed",
+                p.finished + p.stopped,
+                p.failed
+            ));
             let _ = multi.clear();
         }
     }

@@ -17,11 +17,31 @@
 //! Durability: [`Scheduler::durable`] is the part of a trial's state that survives a restart
 //! (the service writes it to [`crate::store`] with every change), and [`Scheduler::restore`]
 //! puts it back; leases and workers are not durable, a restored running trial is queued again.
+//!
+//! Search and stopping (issue 12, `scheduler/search.rs`): each experiment judges its trials
+//! on its goal (metric and mode) and, with a `stop` table, feeds every recorded epoch to its
+//! [`search::Stopper`]; a stopped trial records no later epoch and ends as `stopped` once its
+//! worker has uploaded its artifacts (or its lease ends). When a worker asks for a trial and
+//! none is queued, the scheduler asks its [`Suggester`] for the next trial of a tpe
+//! experiment, from the trials that have a result, without waiting for pending ones; the
+//! lease carries the suggestion so that the service stores it before answering.
+//! `scheduler/durable.rs` restores all of it, `scheduler/view.rs` reports it.
 
-use crate::trial::{DurableTrial, TrialSpec};
+mod durable;
+mod expiry;
+mod search;
+mod view;
+mod workers;
+
+pub use view::{Progress, RunningTrial};
+
+use self::search::ExperimentState;
+use crate::suggest::{Suggested, Suggester};
+use crate::sweep::ExperimentPlan;
+use crate::trial::{StopInfo, TrialSpec};
 use chrono::{DateTime, Utc};
 use proto::{EpochMetrics, Hyperparams, TrialId};
-use results_format::{Best, EpochRecord, Metric, TrialRecord, TrialStatus};
+use results_format::{Best, EpochRecord, Goal, TrialStatus};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -125,6 +145,14 @@ pub struct Lease {
     /// Epochs already recorded (a re-leased or resumed trial): the worker may start after
     /// them when it gets a checkpoint.
     pub recorded: u32,
+    /// What the trial's best epoch is chosen on (its experiment's metric and mode).
+    pub goal: Goal,
+    /// Epochs after which the worker waits for the verdict on its report.
+    pub rung_epochs: Vec<u32>,
+    /// The divergence rule's factor, when the experiment has the rule.
+    pub divergence: Option<f64>,
+    /// A trial suggested for this lease: the service stores it before answering.
+    pub suggested: Option<Box<Suggested>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +161,27 @@ pub enum ReportOutcome {
     Accepted(Box<EpochRecord>),
     /// This epoch of this trial is already recorded (a retry or a retrained epoch): nothing to write.
     Duplicate,
+    /// The trial was stopped at an earlier epoch: nothing past it is recorded.
+    AfterStop,
+}
+
+/// Everything the scheduler needs to know of a sweep: its trials, how each experiment picks
+/// and judges them, and who suggests a tpe experiment's trials.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub trials: Vec<TrialSpec>,
+    /// Experiments the trials name that are not listed here are plain grids.
+    pub experiments: Vec<ExperimentPlan>,
+    pub suggester: Option<Box<dyn Suggester>>,
+}
+
+impl From<Vec<TrialSpec>> for Plan {
+    fn from(trials: Vec<TrialSpec>) -> Plan {
+        Plan {
+            trials,
+            ..Plan::default()
+        }
+    }
 }
 
 /// A lease that lapsed in [`Scheduler::expire`] or ended with its worker's process
@@ -142,43 +191,10 @@ pub struct Expired {
     pub trial_id: TrialId,
     pub attempt: u32,
     pub worker: WorkerId,
-    /// True when the trial ran out of attempts and is now failed; false when it was requeued.
+    /// True when the trial ran out of attempts and is now failed.
     pub failed: bool,
-}
-
-/// A trial that is being trained right now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunningTrial {
-    pub trial_id: TrialId,
-    pub label: String,
-    pub attempt: u32,
-    /// The last epoch this attempt reported (0 before its first).
-    pub epoch: u32,
-    pub epochs: u32,
-    pub worker: WorkerId,
-    pub worker_name: String,
-}
-
-/// A snapshot of the sweep for progress display.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Progress {
-    pub total: usize,
-    pub queued: usize,
-    pub running: usize,
-    pub finished: usize,
-    pub failed: usize,
-    /// Registered workers not (yet) lost.
-    pub workers_alive: usize,
-    pub running_trials: Vec<RunningTrial>,
-    /// Epochs done: every epoch of finished and failed trials, the recorded ones of others.
-    pub epochs_done: u64,
-}
-
-impl Progress {
-    /// Every trial is finished or failed.
-    pub fn is_done(&self) -> bool {
-        self.finished + self.failed == self.total
-    }
+    /// Its status now: queued again, failed, or stopped (a rule had stopped it).
+    pub status: TrialStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -203,12 +219,18 @@ pub struct Restored {
     pub new: usize,
     /// Trials in the state that the sweep no longer has: left as they were.
     pub dropped: usize,
+    /// Trials a stopping rule had ended: they stay `stopped`.
+    pub stopped: usize,
+    /// Stored tpe suggestions put back (set by the service, which reads them).
+    pub suggestions: usize,
 }
 
 #[derive(Debug, Clone)]
 struct TrialState {
     id: TrialId,
     experiment: String,
+    /// Its experiment's index in `Scheduler::experiments`.
+    exp: usize,
     hparams: Hyperparams,
     status: TrialStatus,
     attempts: u32,
@@ -226,6 +248,42 @@ struct TrialState {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// A stopping rule's verdict: the trial trains no further and ends as `stopped`.
+    stop: Option<StopInfo>,
+    /// The configuration TPE drew (a tpe experiment's trials only).
+    config: Option<Vec<f64>>,
+}
+
+impl TrialState {
+    fn new(spec: TrialSpec, exp: usize) -> TrialState {
+        TrialState {
+            id: spec.id,
+            experiment: spec.experiment,
+            exp,
+            hparams: spec.hparams,
+            status: TrialStatus::Queued,
+            attempts: 0,
+            failures: 0,
+            lease: None,
+            last_worker: None,
+            worker_name: None,
+            device: None,
+            worker_build: None,
+            recorded: 0,
+            best: None,
+            final_test_acc: None,
+            started_at: None,
+            finished_at: None,
+            last_error: None,
+            stop: None,
+            config: None,
+        }
+    }
+
+    /// Where the trial ends when its lease ends badly: `stopped` once a rule stopped it.
+    fn end_status(&self) -> Option<TrialStatus> {
+        self.stop.is_some().then_some(TrialStatus::Stopped)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -239,9 +297,19 @@ struct WorkerState {
 }
 
 /// The trial queue and every lease.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
+    /// Every experiment, in the sweep's order, then those only trials name.
+    experiments: Vec<ExperimentState>,
+    experiment_index: HashMap<String, usize>,
+    suggester: Option<Box<dyn Suggester>>,
+    /// Trials tpe experiments will still suggest: with `queue` and `active_leases`, what
+    /// makes `is_done` O(1).
+    to_suggest: u64,
+    /// Things the service should log (a search that gave up), taken by
+    /// [`Scheduler::take_notices`].
+    notices: Vec<String>,
     /// In input order.
     trials: Vec<TrialState>,
     index: HashMap<TrialId, usize>,
@@ -268,56 +336,54 @@ impl Scheduler {
         now: Instant,
         wall: DateTime<Utc>,
     ) -> Self {
-        let mut states: Vec<TrialState> = Vec::with_capacity(trials.len());
-        let mut index = HashMap::with_capacity(trials.len());
-        for t in trials {
-            if index.contains_key(&t.id) {
-                continue;
-            }
-            index.insert(t.id.clone(), states.len());
-            states.push(TrialState {
-                id: t.id,
-                experiment: t.experiment,
-                hparams: t.hparams,
-                status: TrialStatus::Queued,
-                attempts: 0,
-                failures: 0,
-                lease: None,
-                last_worker: None,
-                worker_name: None,
-                device: None,
-                worker_build: None,
-                recorded: 0,
-                best: None,
-                final_test_acc: None,
-                started_at: None,
-                finished_at: None,
-                last_error: None,
-            });
-        }
-        let mut order: Vec<usize> = (0..states.len()).collect();
-        // Stable: equal costs keep input order.
-        order.sort_by(|&a, &b| {
-            states[b]
-                .hparams
-                .relative_cost()
-                .total_cmp(&states[a].hparams.relative_cost())
-        });
-        Scheduler {
+        Scheduler::with_plan(Plan::from(trials), config, now, wall)
+    }
+
+    /// [`Scheduler::new`] for a whole plan: its trials, its experiments (goals, stop rules,
+    /// tpe budgets) and its suggester.
+    pub fn with_plan(
+        plan: Plan,
+        config: SchedulerConfig,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Self {
+        let mut s = Scheduler {
             config: SchedulerConfig {
                 max_attempts: config.max_attempts.max(1),
                 ..config
             },
-            trials: states,
-            index,
-            queue: order.into(),
+            experiments: Vec::new(),
+            experiment_index: HashMap::new(),
+            suggester: plan.suggester,
+            to_suggest: 0,
+            notices: Vec::new(),
+            trials: Vec::with_capacity(plan.trials.len()),
+            index: HashMap::with_capacity(plan.trials.len()),
+            queue: VecDeque::new(),
             workers: HashMap::new(),
             active_leases: 0,
             next_worker: 1,
             incarnation: 0,
             epoch_instant: now,
             epoch_wall: wall,
+        };
+        for e in &plan.experiments {
+            s.add_experiment(e);
         }
+        for t in plan.trials {
+            if s.index.contains_key(&t.id) {
+                continue;
+            }
+            let exp = s.experiment_of(&t.experiment);
+            s.index.insert(t.id.clone(), s.trials.len());
+            s.trials.push(TrialState::new(t, exp));
+        }
+        let mut order: Vec<usize> = (0..s.trials.len()).collect();
+        // Stable: equal costs keep input order.
+        let cost = |i: usize| s.trials[i].hparams.relative_cost();
+        order.sort_by(|&a, &b| cost(b).total_cmp(&cost(a)));
+        s.queue = order.into();
+        s
     }
 
     pub fn config(&self) -> SchedulerConfig {
@@ -330,168 +396,26 @@ impl Scheduler {
         self.epoch_wall + chrono::Duration::from_std(since).unwrap_or(chrono::Duration::zero())
     }
 
-    /// The trial's durable state, `None` for an unknown id.
-    pub fn durable(&self, id: &TrialId) -> Option<DurableTrial> {
-        let t = self.trial(id).ok()?;
-        Some(DurableTrial {
-            status: t.status,
-            attempts: t.attempts,
-            failures: t.failures,
-            recorded: t.recorded,
-            best: t.best,
-            final_test_acc: t.final_test_acc,
-            worker_name: t.worker_name.clone(),
-            device: t.device.clone(),
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-            last_error: t.last_error.clone(),
-            worker_build: t.worker_build.clone(),
-        })
-    }
-
-    /// Puts back the durable state of an earlier start of the coordinator (`incarnation` is
-    /// this start's number, > 0) and rebuilds the queue: finished trials stay finished, failed
-    /// ones stay failed unless `retry_failed`, everything else is queued again, keeping its
-    /// recorded epochs; partly trained trials go first. Must be called before any lease.
-    pub fn restore(
-        &mut self,
-        stored: HashMap<TrialId, DurableTrial>,
-        retry_failed: bool,
-        incarnation: u64,
-    ) -> Restored {
-        self.incarnation = incarnation;
-        let mut r = Restored::default();
-        let mut seen = 0;
-        for t in &mut self.trials {
-            let Some(d) = stored.get(&t.id) else {
-                r.new += 1;
-                continue;
-            };
-            seen += 1;
-            t.attempts = d.attempts;
-            t.failures = d.failures;
-            t.recorded = d.recorded.min(t.hparams.epochs);
-            t.best = d.best;
-            t.final_test_acc = d.final_test_acc;
-            t.worker_name = d.worker_name.clone();
-            t.device = d.device.clone();
-            t.started_at = d.started_at;
-            t.finished_at = d.finished_at;
-            t.last_error = d.last_error.clone();
-            t.worker_build = d.worker_build.clone();
-            t.lease = None;
-            t.status = match d.status {
-                TrialStatus::Finished => {
-                    r.finished += 1;
-                    TrialStatus::Finished
-                }
-                TrialStatus::Failed if !retry_failed => {
-                    r.failed += 1;
-                    TrialStatus::Failed
-                }
-                TrialStatus::Failed => {
-                    r.retried += 1;
-                    t.failures = 0;
-                    t.finished_at = None;
-                    TrialStatus::Queued
-                }
-                TrialStatus::Queued | TrialStatus::Running => TrialStatus::Queued,
-            };
-            if t.status == TrialStatus::Queued && t.recorded > 0 {
-                r.resumed += 1;
-            }
-        }
-        r.dropped = stored.len() - seen;
-        // Keep the cost order of `new`, partly trained trials first.
-        let order: Vec<usize> = self.queue.drain(..).collect();
-        let (partial, rest): (Vec<usize>, Vec<usize>) = order
-            .into_iter()
-            .filter(|&i| self.trials[i].status == TrialStatus::Queued)
-            .partition(|&i| self.trials[i].recorded > 0);
-        self.queue = partial.into_iter().chain(rest).collect();
-        r
-    }
-
-    /// Registered workers not lost.
-    pub fn alive_workers(&self) -> impl Iterator<Item = &WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| !w.lost)
-            .map(|(id, _)| id)
-    }
-
-    /// Registered workers, lost ones included.
-    pub fn workers(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Forgets lost workers that hold no lease (their calls become `UnknownWorker`, and a
-    /// worker that comes back registers again). Returns how many were forgotten.
-    pub fn forget_lost_workers(&mut self) -> usize {
-        let holding: std::collections::HashSet<&WorkerId> = self
-            .trials
-            .iter()
-            .filter_map(|t| t.lease.as_ref().map(|l| &l.worker))
-            .collect();
-        let lost: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(id, w)| w.lost && !holding.contains(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &lost {
-            self.workers.remove(id);
-        }
-        lost.len()
-    }
-
-    /// Adds a worker and returns its new id.
-    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> WorkerId {
-        let id = if self.incarnation == 0 {
-            WorkerId(format!("w{}", self.next_worker))
-        } else {
-            WorkerId(format!("w{}-r{}", self.next_worker, self.incarnation))
-        };
-        self.next_worker += 1;
-        let info = WorkerInfo {
-            slots: info.slots.max(1),
-            ..info
-        };
-        self.workers.insert(
-            id.clone(),
-            WorkerState {
-                info,
-                last_seen: now,
-                lost: false,
-                held: 0,
-                load: None,
-            },
-        );
-        id
-    }
-
-    pub fn worker(&self, id: &WorkerId) -> Option<&WorkerInfo> {
-        self.workers.get(id).map(|w| &w.info)
-    }
-
-    /// True once the worker was silent for a lease timeout (until it calls again).
-    pub fn is_lost(&self, id: &WorkerId) -> Option<bool> {
-        self.workers.get(id).map(|w| w.lost)
-    }
-
-    /// Hands `worker` the most urgent queued trial.
+    /// Hands `worker` the most urgent queued trial or, when none is queued, a new suggestion
+    /// of a tpe experiment (carried in [`Lease::suggested`]).
     pub fn lease(&mut self, worker: &WorkerId, now: Instant) -> Result<LeaseOutcome> {
         self.touch(worker, now)?;
         let w = &self.workers[worker];
         if w.held >= w.info.slots {
             return Ok(LeaseOutcome::Wait);
         }
-        let Some(i) = self.queue.pop_front() else {
-            return Ok(if self.is_done() {
-                LeaseOutcome::Done
-            } else {
-                LeaseOutcome::Wait
-            });
+        let (i, suggested) = match self.queue.pop_front() {
+            Some(i) => (i, None),
+            None => match self.suggest_next() {
+                Some((i, s)) => (i, Some(Box::new(s))),
+                None => {
+                    return Ok(if self.is_done() {
+                        LeaseOutcome::Done
+                    } else {
+                        LeaseOutcome::Wait
+                    })
+                }
+            },
         };
         self.lease_taken(worker);
         let wall = self.wall(now);
@@ -511,142 +435,21 @@ impl Scheduler {
         t.device = Some(info.device);
         t.worker_build = Some(info.build).filter(|b| !b.is_empty());
         t.started_at = Some(wall);
+        let exp = &self.experiments[t.exp];
         Ok(LeaseOutcome::Lease(Lease {
             trial_id: t.id.clone(),
             attempt: t.attempts,
             hparams: t.hparams.clone(),
             recorded: t.recorded,
+            goal: exp.goal,
+            rung_epochs: exp.rung_epochs.clone(),
+            divergence: exp.divergence,
+            suggested,
         }))
     }
 
-    /// Refreshes the leases `worker` says it runs and returns those it no longer holds
-    /// (expired, re-leased, finished, unknown): the worker must abandon them.
-    pub fn heartbeat(
-        &mut self,
-        worker: &WorkerId,
-        running: &[(TrialId, u32)],
-        now: Instant,
-    ) -> Result<Vec<(TrialId, u32)>> {
-        self.touch(worker, now)?;
-        let deadline = now + self.config.lease_timeout;
-        let mut abandon = Vec::new();
-        for (trial, attempt) in running {
-            let held = self.index.get(trial).and_then(|&i| {
-                self.trials[i]
-                    .lease
-                    .as_mut()
-                    .filter(|l| &l.worker == worker && l.attempt == *attempt)
-            });
-            match held {
-                Some(lease) => lease.deadline = deadline,
-                None => abandon.push((trial.clone(), *attempt)),
-            }
-        }
-        Ok(abandon)
-    }
-
-    /// Requeues (at the front) every trial whose lease lapsed, or fails it once it used
-    /// `max_attempts`; marks workers silent for a lease timeout as lost.
-    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
-        let timeout = self.config.lease_timeout;
-        for w in self.workers.values_mut() {
-            if !w.lost && now.saturating_duration_since(w.last_seen) >= timeout {
-                w.lost = true;
-            }
-        }
-        self.end_leases(
-            now,
-            |l| l.deadline <= now,
-            |lease, name| {
-                format!(
-                "lease expired after {} ms without a heartbeat on worker {} ({name}), attempt {}",
-                timeout.as_millis(),
-                lease.worker,
-                lease.attempt
-            )
-            },
-        )
-    }
-
-    /// The process of `worker` is known to be gone (a local worker that exited): it is lost,
-    /// and every lease it held ends now as an expired one would, without waiting for the
-    /// lease timeout.
-    pub fn drop_worker(&mut self, worker: &WorkerId, now: Instant) -> Vec<Expired> {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.lost = true;
-        }
-        self.end_leases(
-            now,
-            |l| &l.worker == worker,
-            |lease, name| {
-                format!(
-                    "worker {} ({name}) exited during attempt {}",
-                    lease.worker, lease.attempt
-                )
-            },
-        )
-    }
-
-    /// Ends the leases `ended` picks: each is an attempt that ended badly (`why` says how), and
-    /// its trial is requeued at the front, or failed once it used `max_attempts`.
-    fn end_leases(
-        &mut self,
-        now: Instant,
-        ended: impl Fn(&ActiveLease) -> bool,
-        why: impl Fn(&ActiveLease, &str) -> String,
-    ) -> Vec<Expired> {
-        let wall = self.wall(now);
-        let mut expired = Vec::new();
-        for (i, t) in self.trials.iter_mut().enumerate() {
-            let Some(lease) = t.lease.take_if(|l| ended(l)) else {
-                continue;
-            };
-            self.active_leases -= 1;
-            if let Some(w) = self.workers.get_mut(&lease.worker) {
-                w.held = w.held.saturating_sub(1);
-            }
-            let name = self
-                .workers
-                .get(&lease.worker)
-                .map(|w| w.info.name.as_str())
-                .unwrap_or("?");
-            t.last_error = Some(why(&lease, name));
-            t.failures += 1;
-            let failed = t.failures >= self.config.max_attempts;
-            if failed {
-                t.status = TrialStatus::Failed;
-                t.finished_at = Some(wall);
-            } else {
-                t.status = TrialStatus::Queued;
-            }
-            expired.push((
-                i,
-                Expired {
-                    trial_id: t.id.clone(),
-                    attempt: lease.attempt,
-                    worker: lease.worker,
-                    failed,
-                },
-            ));
-        }
-        // Requeued trials go to the front, in their original queue order among themselves.
-        for (i, e) in expired.iter().rev() {
-            if !e.failed {
-                self.queue.push_front(*i);
-            }
-        }
-        expired.into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// The workers registered under `name` in this start of the coordinator, alive or lost.
-    pub fn workers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a WorkerId> + 'a {
-        self.workers
-            .iter()
-            .filter(move |(_, w)| w.info.name == name)
-            .map(|(id, _)| id)
-    }
-
-    /// Records one epoch of a leased trial.
+    /// Records one epoch of a leased trial and, with stop rules, judges it: whether the trial
+    /// goes on is [`Scheduler::stop_of`] afterwards.
     pub fn report_epoch(
         &mut self,
         worker: &WorkerId,
@@ -673,16 +476,22 @@ impl Scheduler {
             lease.deadline = deadline;
             lease.epoch = lease.epoch.max(metrics.epoch);
         }
+        if t.stop.is_some() && metrics.epoch >= next {
+            return Ok(ReportOutcome::AfterStop);
+        }
         if metrics.epoch < next {
             return Ok(ReportOutcome::Duplicate);
         }
         t.recorded = metrics.epoch;
-        // The one best-epoch rule (results_format::best): validation accuracy, ties to the lower
-        // validation loss; a trial without validation is judged on the test set.
-        t.best = Best::update(t.best, Metric::ValAcc, &metrics);
+        // The one best-epoch rule (results_format::best) on the experiment's goal (validation
+        // accuracy by default), ties to the lower tie-breaker; a trial without validation is
+        // judged on the test set.
+        t.best = Best::update(t.best, self.experiments[t.exp].goal, &metrics);
         if metrics.epoch == epochs {
             t.final_test_acc = Some(metrics.test_acc);
         }
+        self.judge(i, &metrics);
+        let t = &self.trials[i];
         let info = &self.workers[worker].info;
         Ok(ReportOutcome::Accepted(Box::new(EpochRecord {
             trial_id: t.id.clone(),
@@ -699,7 +508,8 @@ impl Scheduler {
         })))
     }
 
-    /// The trial trained every epoch.
+    /// The trial trained every epoch, or every epoch up to where a rule stopped it (it then
+    /// ends as `stopped`).
     pub fn finish(
         &mut self,
         worker: &WorkerId,
@@ -710,7 +520,7 @@ impl Scheduler {
         let i = self.holder(worker, trial, attempt, now)?;
         let wall = self.wall(now);
         let t = &mut self.trials[i];
-        if t.recorded < t.hparams.epochs {
+        if t.recorded < t.hparams.epochs && t.stop.is_none() {
             return Err(SchedulerError::Incomplete {
                 trial: trial.clone(),
                 recorded: t.recorded,
@@ -720,7 +530,7 @@ impl Scheduler {
         t.lease = None;
         self.lease_released(worker);
         let t = &mut self.trials[i];
-        t.status = TrialStatus::Finished;
+        t.status = t.end_status().unwrap_or(TrialStatus::Finished);
         t.finished_at = Some(wall);
         Ok(())
     }
@@ -745,7 +555,13 @@ impl Scheduler {
         if retryable {
             t.failures += 1;
         }
-        if retryable && t.failures < max_attempts {
+        if let Some(end) = t.end_status() {
+            // Stopped by a rule, then its worker failed (e.g. writing the artifacts): still a
+            // result, never `failed`, never trained again.
+            t.status = end;
+            t.finished_at = Some(wall);
+            t.last_error = Some(reason.to_owned());
+        } else if retryable && t.failures < max_attempts {
             t.status = TrialStatus::Queued;
             t.last_error = Some(reason.to_owned());
             self.queue.push_front(i);
@@ -770,7 +586,10 @@ impl Scheduler {
         let t = self.trial(trial)?;
         if t.last_worker.as_ref() == Some(worker)
             && t.attempts == attempt
-            && matches!(t.status, TrialStatus::Running | TrialStatus::Finished)
+            && matches!(
+                t.status,
+                TrialStatus::Running | TrialStatus::Finished | TrialStatus::Stopped
+            )
         {
             return Ok(());
         }
@@ -782,10 +601,15 @@ impl Scheduler {
         })
     }
 
-    /// Every trial is finished or failed. O(1): a trial is unfinished exactly when it is
-    /// queued or leased.
+    /// Every trial is finished, failed or stopped, and tpe has nothing left to suggest. O(1):
+    /// a trial is unfinished exactly when it is queued or leased.
     pub fn is_done(&self) -> bool {
-        self.queue.is_empty() && self.active_leases == 0
+        self.queue.is_empty() && self.active_leases == 0 && self.to_suggest == 0
+    }
+
+    /// What the service should log since the last call (a search that gave up).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
     }
 
     fn lease_taken(&mut self, worker: &WorkerId) {
@@ -802,78 +626,11 @@ impl Scheduler {
         }
     }
 
-    pub fn progress(&self) -> Progress {
-        let mut p = Progress {
-            total: self.trials.len(),
-            workers_alive: self.workers.values().filter(|w| !w.lost).count(),
-            ..Progress::default()
-        };
-        for t in &self.trials {
-            p.epochs_done += u64::from(if t.status.is_terminal() {
-                t.hparams.epochs
-            } else {
-                t.recorded
-            });
-            match t.status {
-                TrialStatus::Queued => p.queued += 1,
-                TrialStatus::Running => p.running += 1,
-                TrialStatus::Finished => p.finished += 1,
-                TrialStatus::Failed => p.failed += 1,
-            }
-            if let Some(l) = &t.lease {
-                p.running_trials.push(RunningTrial {
-                    trial_id: t.id.clone(),
-                    label: t.hparams.label(),
-                    attempt: l.attempt,
-                    epoch: l.epoch,
-                    epochs: t.hparams.epochs,
-                    worker: l.worker.clone(),
-                    worker_name: t.worker_name.clone().unwrap_or_default(),
-                });
-            }
-        }
-        p
-    }
-
-    /// One record per trial, in input order.
-    pub fn records(&self) -> Vec<TrialRecord> {
-        self.trials
-            .iter()
-            .map(|t| TrialRecord {
-                trial_id: t.id.clone(),
-                experiment: t.experiment.clone(),
-                hparams: t.hparams.clone(),
-                status: t.status,
-                attempts: t.attempts,
-                worker: t.worker_name.clone(),
-                device: t.device.clone(),
-                started_at: t.started_at,
-                finished_at: t.finished_at,
-                best: t.best,
-                test_acc: t.final_test_acc,
-                epochs_done: t.recorded,
-                last_error: t.last_error.clone(),
-                worker_build: t.worker_build.clone(),
-            })
-            .collect()
-    }
-
     fn trial(&self, id: &TrialId) -> Result<&TrialState> {
         self.index
             .get(id)
             .map(|&i| &self.trials[i])
             .ok_or_else(|| SchedulerError::UnknownTrial(id.clone()))
-    }
-
-    /// Marks the worker alive; fails when it never registered.
-    fn touch(&mut self, worker: &WorkerId, now: Instant) -> Result<()> {
-        let w = self
-            .workers
-            .get_mut(worker)
-            .ok_or_else(|| SchedulerError::UnknownWorker(worker.0.clone()))?;
-        w.last_seen = w.last_seen.max(now);
-        w.lost = false;
-        Ok(())
     }
 
     /// The index of `trial` when `worker` holds its lease at `attempt`.

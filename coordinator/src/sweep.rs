@@ -1,5 +1,6 @@
 //! Sweep files: a TOML file naming a sweep, its base seed, `[defaults]` and one or more
-//! `[[experiment]]` tables, each a grid over its axes, expanded into [`TrialSpec`]s.
+//! `[[experiment]]` tables, each a grid over its axes or a search of its space (random or
+//! TPE, issue 12), expanded into [`TrialSpec`]s and [`ExperimentPlan`]s.
 //!
 //! Reading happens in two stages, as everywhere in hypersweep. figment layers the file, then
 //! `SWEEP_*` environment variables (`SWEEP_NAME`, `SWEEP_SEED`, `SWEEP_DEFAULTS__<KEY>`), then
@@ -10,23 +11,33 @@
 //! and the key. Nothing is expanded until the whole file is valid.
 //!
 //! In an experiment any key whose value is a list is an axis; a list of tables is one axis
-//! (of any name, e.g. `model`) whose entries set several hyperparameters together. Trials
-//! come in file order of experiments, then of axes, row-major (the first axis varies
-//! slowest). A trial's id is [`Hyperparams::trial_id`]; a configuration produced twice is
-//! kept once, by the first experiment that produced it, and counted in
-//! [`Sweep::duplicates_dropped`].
+//! (of any name, e.g. `model`) whose entries set several hyperparameters together; a table
+//! of a hyperparameter is a distribution (`{ loguniform = [lo, hi] }`, ...). `search`,
+//! `trials`, `metric`, `mode` and `stop` are the experiment's settings. Under `grid` (the
+//! default) trials come in file order of experiments, then of axes, row-major (the first axis
+//! varies slowest); under `random` they are drawn when the file is read, seeded by the sweep's
+//! seed and the experiment's name; under `tpe` they are suggested while the sweep runs (the
+//! plan holds the space, [`crate::suggest`] the sampler). A trial's id is
+//! [`Hyperparams::trial_id`]; a configuration produced twice is kept once, by the first
+//! experiment that produced it (which it then follows: its metric, its stop rules), counted
+//! in [`Sweep::duplicates_dropped`] and, across experiments, listed in [`Sweep::shared`].
 //!
 //! The stages, one file each: `env` reads the `SWEEP_*` variables, `context` says where a bad
 //! setting came from (file:line:col, variable or flag), `validate` checks the sweep's own
 //! keys and `[defaults]`, `experiment` checks one `[[experiment]]` into its axes (`params`
-//! parses each hyperparameter's value), and `expand` turns the valid plan into trials.
+//! parses each hyperparameter's value, `distribution` a distribution, `search` the search
+//! settings), `space` is a searched experiment's space, and `expand` turns the valid plan
+//! into trials.
 
 mod context;
+mod distribution;
 mod env;
 mod expand;
 mod experiment;
 mod params;
+mod search;
 mod source;
+mod space;
 mod validate;
 
 use context::Ctx;
@@ -39,8 +50,14 @@ use source::SourceMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use self::search::SearchKind;
 pub use crate::trial::TrialSpec;
 pub use source::LineCol;
+pub use space::SearchSpace;
+
+use ::search::StopRules;
+use proto::TrialId;
+use results_format::Goal;
 
 /// The prefix of the environment variables that override a sweep file.
 pub const ENV_PREFIX: &str = "SWEEP_";
@@ -65,20 +82,87 @@ pub struct Sweep {
     pub name: String,
     /// The file the sweep was read from.
     pub source: PathBuf,
-    /// Every distinct trial, in expansion order.
+    /// The base seed (the top-level `seed`, or `[defaults]`' one): every search's seed.
+    pub seed: u64,
+    /// Every distinct trial known when the file is read (grid and random), in expansion
+    /// order. A tpe experiment's trials come later, one suggestion at a time.
     pub trials: Vec<TrialSpec>,
+    /// Every experiment, in file order: how it searches and judges its trials.
+    pub experiments: Vec<ExperimentPlan>,
     /// How many expanded configurations were equal to an earlier one and dropped.
     pub duplicates_dropped: usize,
+    /// The dropped ones that an earlier experiment had: they run once, as its trials.
+    pub shared: Vec<Shared>,
 }
 
 impl Sweep {
-    /// The sum of the epochs of every trial.
+    /// The sum of the epochs of every trial, those tpe will suggest included.
     pub fn total_epochs(&self) -> u64 {
-        self.trials
+        let planned: u64 = self
+            .trials
             .iter()
             .map(|t| u64::from(t.hparams.epochs))
+            .sum();
+        let suggested: u64 = self
+            .experiments
+            .iter()
+            .filter(|e| e.search == SearchKind::Tpe)
+            .map(|e| e.trials * u64::from(e.epochs.unwrap_or(0)))
+            .sum();
+        planned + suggested
+    }
+
+    /// Trials tpe will suggest while the sweep runs.
+    pub fn to_suggest(&self) -> u64 {
+        self.experiments
+            .iter()
+            .filter(|e| e.search == SearchKind::Tpe)
+            .map(|e| e.trials)
             .sum()
     }
+}
+
+/// How one experiment picks and judges its trials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentPlan {
+    pub name: String,
+    pub search: SearchKind,
+    /// `trials` of a random or tpe search; the combinations of a grid's axes.
+    pub trials: u64,
+    /// What a trial's best epoch is chosen on (`metric`, `mode`; `val_acc`, `max` by default).
+    pub goal: Goal,
+    /// Its `stop` table (empty without one).
+    pub stop: StopRules,
+    /// The epochs of every trial, when no axis sets them (always with stop rules and tpe:
+    /// the rules' `max_t`).
+    pub epochs: Option<u32>,
+    /// The space of a random or tpe search.
+    pub space: Option<SearchSpace>,
+}
+
+impl ExperimentPlan {
+    /// An experiment of plain trials: a grid judged on validation accuracy, no stop rules.
+    pub fn grid(name: impl Into<String>) -> ExperimentPlan {
+        ExperimentPlan {
+            name: name.into(),
+            search: SearchKind::Grid,
+            trials: 0,
+            goal: Goal::default(),
+            stop: StopRules::default(),
+            epochs: None,
+            space: None,
+        }
+    }
+}
+
+/// A configuration that a later experiment lists too: it runs once, as a trial of `follows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    pub trial: TrialId,
+    /// The later experiment.
+    pub experiment: String,
+    /// The experiment the trial belongs to.
+    pub follows: String,
 }
 
 /// Where a bad setting came from.

@@ -2,11 +2,12 @@
 //! the sweep expands into [`TrialSpec`]s, the scheduler queues them, and [`DurableTrial`] is
 //! the part of a trial's state that [`crate::store`] keeps across restarts. The trial's status
 //! and best epoch are values of the results format ([`results_format::TrialStatus`],
-//! [`results_format::Best`]).
+//! [`results_format::Best`]); a stopping rule's verdict is a [`StopInfo`].
 
 use chrono::{DateTime, Utc};
 use proto::{Hyperparams, TrialId};
-use results_format::{Best, TrialStatus};
+use results_format::{Best, StopRecord, TrialStatus};
+use search::Rule;
 
 /// One trial of a sweep, as the sweep file expands it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,4 +48,29 @@ pub struct DurableTrial {
     pub last_error: Option<String>,
     /// issue 10: the build of the latest attempt's worker.
     pub worker_build: Option<String>,
+    /// Set once a stopping rule ended the trial (issue 12): it then ends as `stopped`.
+    pub stop: Option<StopInfo>,
+}
+
+/// A stopping rule's verdict on a trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopInfo {
+    pub rule: Rule,
+    /// The epoch it stopped at: the last it records, or, for a loss that came out non-finite,
+    /// the epoch that did (not recorded).
+    pub epoch: u32,
+    /// The experiment's metric at that epoch (NaN when the epoch is not recorded): what TPE
+    /// sees of a stopped trial.
+    pub metric: f64,
+    /// In words, for the logs and the worker.
+    pub reason: String,
+}
+
+impl StopInfo {
+    pub fn record(&self) -> StopRecord {
+        StopRecord {
+            rule: self.rule.as_str().to_owned(),
+            epoch: self.epoch,
+        }
+    }
 }

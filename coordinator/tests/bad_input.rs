@@ -923,3 +923,65 @@ async fn artifact_names_are_never_paths() {
     assert_alive(&sb).await;
     sb.stop().await;
 }
+
+/// `ReportEpoch` carrying `diverged` (issue 12) instead of metrics.
+fn diverged(
+    worker: &str,
+    trial: &str,
+    epoch: u32,
+    loss: &str,
+    value: f64,
+) -> pb::ReportEpochRequest {
+    pb::ReportEpochRequest {
+        worker_id: worker.into(),
+        trial: ta(trial, 1),
+        diverged: Some(pb::Diverged {
+            epoch,
+            loss: loss.into(),
+            value,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_divergence_report_is_checked_and_without_the_rule_fails_the_trial() {
+    let h = hp(2, 8);
+    let sb = Sandbox::start(std::slice::from_ref(&h), |_| {}).await;
+    let mut c = sb.client().await;
+    let w = register(&mut c, "one").await;
+    let id = h.trial_id().0;
+    lease(&mut c, &w).await;
+    let nan = f64::NAN;
+    for bad in [
+        diverged(&w, &id, 1, "train_loss", 2.5),
+        diverged(&w, &id, 1, "accuracy", nan),
+        diverged(&w, &id, 0, "train_loss", nan),
+        diverged(&w, &id, 2, "train_loss", nan),
+        pb::ReportEpochRequest {
+            metrics: Some(metrics(1)),
+            ..diverged(&w, &id, 1, "train_loss", nan)
+        },
+    ] {
+        assert_eq!(
+            code(c.report_epoch(bad.clone()).await),
+            Code::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+    // The sweep has no divergence rule: a non-finite loss fails the trial, as it always did,
+    // and the answer tells the worker to stop.
+    let answer = c
+        .report_epoch(diverged(&w, &id, 1, "val_loss", f64::INFINITY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        answer.stop && answer.stop_reason.contains("val_loss is inf"),
+        "{answer:?}"
+    );
+    let p = sb.state.progress();
+    assert_eq!((p.failed, p.stopped), (1, 0));
+    assert_alive(&sb).await;
+    sb.stop().await;
+}

@@ -19,9 +19,10 @@
 //! seed each run finds new inputs, proptest prints the shrunk input of a failure, and that
 //! input belongs in `tests/sweep.rs` as a named test rather than in a file nobody reads.
 
-use coordinator::commands::check::render_table;
+use coordinator::commands::check::{render_plan, render_table};
 use coordinator::sweep::{
-    is_safe_name, load_str, load_with_env, Origin, Overrides, Sweep, SweepError, MAX_TRIALS,
+    is_safe_name, load_str, load_with_env, Origin, Overrides, SearchKind, Sweep, SweepError,
+    MAX_TRIALS,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{contextualize_config, Config, TestCaseError, TestRunner};
@@ -93,7 +94,23 @@ fn check(
     };
     prop_assert!(is_safe_name(&sweep.name), "unsafe name {:?}", sweep.name);
     prop_assert_eq!(&sweep.source, path);
-    prop_assert!(!sweep.trials.is_empty(), "a valid sweep has trials");
+    prop_assert!(
+        !sweep.trials.is_empty() || sweep.to_suggest() > 0,
+        "a valid sweep has trials, or trials to suggest"
+    );
+    // A random search gets exactly its `trials`, all new (a repeat is drawn again).
+    for e in sweep
+        .experiments
+        .iter()
+        .filter(|e| e.search == SearchKind::Random)
+    {
+        let drawn = sweep
+            .trials
+            .iter()
+            .filter(|t| t.experiment == e.name)
+            .count();
+        prop_assert_eq!(drawn as u64, e.trials, "experiment {}", e.name);
+    }
     prop_assert!(sweep.trials.len() <= MAX_TRIALS);
     let mut ids = HashSet::with_capacity(sweep.trials.len());
     for t in &sweep.trials {
@@ -106,6 +123,8 @@ fn check(
     }
     let table = render_table(sweep);
     prop_assert_eq!(table.lines().count(), sweep.trials.len() + 2);
+    let _ = render_plan(sweep);
+    prop_assert!(!sweep.experiments.is_empty());
     Ok(true)
 }
 
@@ -356,9 +375,12 @@ fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => prop::sample::select(vec![
             "arch", "lr", "hidden", "dropout", "epochs", "batch_size", "momentum",
-            "weight_decay", "validation", "seed",
+            "weight_decay", "validation", "seed", "objective",
         ])
         .prop_map(str::to_string),
+        // The experiment's settings (issue 12).
+        2 => prop::sample::select(vec!["search", "trials", "metric", "mode", "stop"])
+            .prop_map(str::to_string),
         1 => prop::sample::select(vec![
             "name", "model", "lrr", "hiden", "Lr", "\"lr\"", "'seed'", "a.b", "lr.x", "\"\"",
             "ключ", "defaults", "experiment",
@@ -375,15 +397,36 @@ fn value() -> impl Strategy<Value = String> {
             3 => prop::collection::vec(inner.clone(), 0..5)
                 .prop_map(|v| format!("[{}]", v.join(", "))),
             // Inline tables: axes of tables, or tables where a value belongs.
-            1 => prop::collection::vec((key(), inner), 0..4).prop_map(|kv| {
+            1 => prop::collection::vec((key(), inner.clone()), 0..4).prop_map(|kv| {
                 let body: Vec<String> = kv.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 format!("{{ {} }}", body.join(", "))
+            }),
+            // Distributions and stop tables, well formed or not.
+            1 => (distribution_kind(), prop::collection::vec(inner, 0..4)).prop_map(|(k, v)| {
+                format!("{{ {k} = [{}] }}", v.join(", "))
             }),
         ]
     })
 }
 
-const PARAMS: [&str; 10] = [
+/// `uniform`, `loguniform`, `int`, `choice`, the rules of a `stop` table, or a near miss.
+fn distribution_kind() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "uniform",
+        "loguniform",
+        "int",
+        "choice",
+        "log",
+        "logunifrom",
+        "asha",
+        "median",
+        "divergence",
+        "grace",
+    ])
+    .prop_map(str::to_string)
+}
+
+const PARAMS: [&str; 11] = [
     "arch",
     "lr",
     "hidden",
@@ -394,6 +437,7 @@ const PARAMS: [&str; 10] = [
     "weight_decay",
     "validation",
     "seed",
+    "objective",
 ];
 
 /// One value that `key` accepts.
@@ -408,6 +452,9 @@ fn good_scalar(key: &str) -> BoxedStrategy<String> {
         "dropout" | "validation" => (0u32..95).prop_map(move |k| fraction(k, 100)).boxed(),
         "momentum" | "weight_decay" => (0u32..1000).prop_map(move |k| fraction(k, 1000)).boxed(),
         "epochs" => (1u32..50).prop_map(|k| k.to_string()).boxed(),
+        "objective" => prop::sample::select(vec!["train", "synthetic"])
+            .prop_map(|s| format!("{s:?}"))
+            .boxed(),
         "batch_size" => (1u32..512).prop_map(|k| k.to_string()).boxed(),
         _ => any::<u32>().prop_map(|k| k.to_string()).boxed(),
     }
@@ -464,6 +511,63 @@ fn entries(max: usize) -> impl Strategy<Value = String> {
     ]
 }
 
+/// A valid distribution of `key`, as a sweep file writes it.
+fn good_distribution(key: &str) -> BoxedStrategy<String> {
+    match key {
+        "lr" | "momentum" | "weight_decay" => (1u32..500, 1u32..500)
+            .prop_map(|(a, b)| {
+                let (lo, hi) = (a.min(b), a.max(b) + 1);
+                format!(
+                    "{{ loguniform = [{:?}, {:?}] }}",
+                    f64::from(lo) / 1000.0,
+                    f64::from(hi) / 1000.0
+                )
+            })
+            .boxed(),
+        "dropout" | "validation" => (1u32..90)
+            .prop_map(|k| format!("{{ uniform = [0.0, {:?}] }}", f64::from(k) / 100.0))
+            .boxed(),
+        "hidden" | "batch_size" | "seed" => (1u32..100, 1u32..100, any::<bool>())
+            .prop_map(|(a, b, log)| {
+                format!("{{ int = [{}, {}], log = {log} }}", a.min(b), a.max(b) + 1)
+            })
+            .boxed(),
+        "epochs" => (1u32..20)
+            .prop_map(|k| format!("{{ int = [1, {}] }}", k + 1))
+            .boxed(),
+        _ => prop::collection::vec(good_scalar(key), 1..4)
+            .prop_map(|v| format!("{{ choice = [{}] }}", v.join(", ")))
+            .boxed(),
+    }
+}
+
+/// The settings of a searched experiment (random or tpe, with a metric, a mode and stop
+/// rules) and some distributions: mostly valid, so that random draws and tpe spaces are
+/// exercised, not only refused.
+fn search_block() -> impl Strategy<Value = String> {
+    let settings = (
+        prop::sample::select(vec!["random", "tpe", "grid"]),
+        1u32..30,
+        prop::sample::select(vec!["val_acc", "val_loss", "train_loss", "test_acc"]),
+        prop::sample::select(vec!["", "mode = \"max\"\n", "mode = \"min\"\n"]),
+        prop::sample::select(vec![
+            "",
+            "stop = { asha = { grace = 1, reduction = 3 } }\n",
+            "stop = { median = { grace = 2 }, divergence = { factor = 2.5 } }\n",
+            "stop = { asha = { grace = 50, reduction = 2 } }\n",
+        ]),
+    )
+        .prop_map(|(search, trials, metric, mode, stop)| {
+            format!("search = {search:?}\ntrials = {trials}\nmetric = {metric:?}\n{mode}{stop}")
+        });
+    let dists = prop::sample::subsequence(PARAMS.to_vec(), 1..4).prop_flat_map(|keys| {
+        keys.into_iter()
+            .map(|k| good_distribution(k).prop_map(move |v| format!("{k} = {v}\n")))
+            .collect::<Vec<_>>()
+    });
+    (settings, dists).prop_map(|(s, d)| format!("{s}{}", d.concat()))
+}
+
 fn name_line() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => Just("name = \"fuzz\"\n".to_string()),
@@ -478,7 +582,11 @@ fn experiment() -> impl Strategy<Value = String> {
         1 => Just(String::new()),
         1 => scalar().prop_map(|v| format!("name = {v}\n")),
     ];
-    (name, entries(5)).prop_map(|(n, e)| format!("\n[[experiment]]\n{n}{e}"))
+    let body = prop_oneof![
+        3 => entries(5),
+        1 => search_block(),
+    ];
+    (name, body).prop_map(|(n, e)| format!("\n[[experiment]]\n{n}{e}"))
 }
 
 fn defaults() -> impl Strategy<Value = String> {

@@ -4,6 +4,8 @@
 //! integration sweep_fuzz::`.
 //!
 //! - `sweep`, `sweep_fuzz`: sweep files (the shipped ones, every error, generated ones);
+//! - `sweep_search`: the search settings of issue 12 (random draws, tpe spaces, distributions,
+//!   metric, mode, stop rules, the synthetic objective) and every error they can have;
 //! - `service`, `bad_input`, `security`: a real service on 127.0.0.1:0 ([`common::Sandbox`])
 //!   driven by real gRPC clients, well-behaved, hostile and unauthenticated;
 //! - `metrics`: `/metrics` (token, TLS, what it counts), the plaintext health port,
@@ -20,3 +22,4 @@ mod security;
 mod service;
 mod sweep;
 mod sweep_fuzz;
+mod sweep_search;

@@ -1,7 +1,7 @@
 //! Domain ↔ wire conversions: the only module that touches both [`crate::pb`] and [`crate::trial`].
 
 use crate::pb;
-use crate::trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams};
+use crate::trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams, Objective};
 
 /// A wire message that does not describe a valid domain value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -27,6 +27,11 @@ impl From<&Hyperparams> for pb::Hyperparams {
             weight_decay: h.weight_decay,
             validation: h.validation,
             seed: h.seed,
+            // Empty for a trained trial: what every message said before objectives existed.
+            objective: match h.objective {
+                Objective::Train => String::new(),
+                o => o.as_str().to_owned(),
+            },
         }
     }
 }
@@ -45,6 +50,10 @@ impl TryFrom<pb::Hyperparams> for Hyperparams {
             weight_decay: p.weight_decay,
             validation: p.validation,
             seed: p.seed,
+            objective: match p.objective.as_str() {
+                "" => Objective::Train,
+                o => o.parse::<Objective>()?,
+            },
         };
         h.validate()?;
         Ok(h)
@@ -150,8 +159,24 @@ mod tests {
         wire.arch = "resnet".into();
         assert!(Hyperparams::try_from(wire.clone()).is_err());
         wire.arch = "ffv0".into();
+        wire.objective = "dream".into();
+        assert!(Hyperparams::try_from(wire.clone()).is_err());
+        wire.objective = String::new();
         wire.lr = -1.0;
         assert!(Hyperparams::try_from(wire).is_err());
+    }
+
+    #[test]
+    fn the_objective_crosses_the_wire() {
+        let h = Hyperparams {
+            objective: Objective::Synthetic,
+            ..Default::default()
+        };
+        let wire = pb::Hyperparams::from(&h);
+        assert_eq!(wire.objective, "synthetic");
+        assert_eq!(Hyperparams::try_from(wire).unwrap(), h);
+        let trained = pb::Hyperparams::from(&Hyperparams::default());
+        assert_eq!(trained.objective, "");
     }
 
     #[test]

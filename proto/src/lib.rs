@@ -18,7 +18,7 @@ pub mod trial;
 pub use artifact::Artifact;
 pub use convert::ConvertError;
 pub use protocol::PROTOCOL_VERSION;
-pub use trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams, TrialId};
+pub use trial::{Arch, EpochMetrics, Hyperparams, InvalidHyperparams, Objective, TrialId};
 
 /// Generated gRPC types and stubs for package `sweep.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

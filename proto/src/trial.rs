@@ -68,6 +68,53 @@ impl FromStr for Arch {
     }
 }
 
+/// What a trial computes: the network trained on the data, or the closed-form synthetic
+/// objective of issue 12 (`search::synthetic`), which trains nothing and loads no data. Part of
+/// a trial's identity: a synthetic trial never shares an id with a trained one.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    #[default]
+    Train,
+    Synthetic,
+}
+
+impl Objective {
+    pub const ALL: [Objective; 2] = [Objective::Train, Objective::Synthetic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::Train => "train",
+            Objective::Synthetic => "synthetic",
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        *self == Objective::Train
+    }
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Objective {
+    type Err = InvalidHyperparams;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Objective::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| InvalidHyperparams {
+                key: "objective",
+                reason: format!("unknown objective {s:?}, expected \"train\" or \"synthetic\""),
+            })
+    }
+}
+
 /// A hyperparameter that is out of range, with the key it belongs to.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{key}: {reason}")]
@@ -90,6 +137,9 @@ pub struct Hyperparams {
     pub weight_decay: f64,
     pub validation: f64,
     pub seed: u64,
+    /// Train (the default, left out of `config.json` and of the id's text) or synthetic.
+    #[serde(default, skip_serializing_if = "Objective::is_train")]
+    pub objective: Objective,
 }
 
 impl Default for Hyperparams {
@@ -106,6 +156,7 @@ impl Default for Hyperparams {
             weight_decay: 0.0,
             validation: 0.1,
             seed: 55,
+            objective: Objective::Train,
         }
     }
 }
@@ -179,9 +230,11 @@ impl Hyperparams {
     }
 
     /// The canonical text of these hyperparameters: fixed key order, shortest round-trip
-    /// float formatting. Two trials with equal hyperparameters have equal text.
+    /// float formatting. Two trials with equal hyperparameters have equal text. A trained
+    /// trial's text is what it was before objectives existed (so its id is unchanged); a
+    /// synthetic one's ends in `;objective=synthetic`.
     pub fn canonical(&self) -> String {
-        format!(
+        let mut text = format!(
             "arch={};hidden={};dropout={};lr={};epochs={};batch_size={};momentum={};weight_decay={};validation={};seed={}",
             self.arch,
             self.hidden,
@@ -193,7 +246,12 @@ impl Hyperparams {
             canon_f64(self.weight_decay),
             canon_f64(self.validation),
             self.seed
-        )
+        );
+        if !self.objective.is_train() {
+            text.push_str(";objective=");
+            text.push_str(self.objective.as_str());
+        }
+        text
     }
 
     /// The trial's id: derived from the resolved hyperparameters alone, so the same
@@ -216,12 +274,20 @@ impl Hyperparams {
         if self.weight_decay > 0.0 {
             s.push_str(&format!(" wd{}", self.weight_decay));
         }
+        if !self.objective.is_train() {
+            s.push_str(&format!(" {}", self.objective));
+        }
         s
     }
 
-    /// Relative cost of the whole trial, for longest-first scheduling.
+    /// Relative cost of the whole trial, for longest-first scheduling (a synthetic trial costs
+    /// next to nothing).
     pub fn relative_cost(&self) -> f64 {
-        self.arch.relative_epoch_cost(self.hidden) * f64::from(self.epochs)
+        let epoch = match self.objective {
+            Objective::Train => self.arch.relative_epoch_cost(self.hidden),
+            Objective::Synthetic => 0.001,
+        };
+        epoch * f64::from(self.epochs)
     }
 }
 
@@ -303,6 +369,34 @@ mod tests {
         assert!(TrialId::is_well_formed(a.trial_id().as_str()));
         assert!(!TrialId::is_well_formed("../etc/passwd"));
         assert!(!TrialId::is_well_formed("ffv0-zzzzzzzzzzzz"));
+    }
+
+    #[test]
+    fn a_synthetic_trial_has_an_id_of_its_own_and_trained_ids_are_unchanged() {
+        let trained = Hyperparams::default();
+        // The id every trained trial had before objectives existed.
+        assert_eq!(
+            trained.canonical(),
+            "arch=ffv0;hidden=32;dropout=0;lr=0.1;epochs=10;batch_size=64;momentum=0;weight_decay=0;validation=0.1;seed=55"
+        );
+        let synthetic = Hyperparams {
+            objective: Objective::Synthetic,
+            ..trained.clone()
+        };
+        assert_ne!(trained.trial_id(), synthetic.trial_id());
+        assert!(synthetic.canonical().ends_with(";objective=synthetic"));
+        assert!(TrialId::is_well_formed(synthetic.trial_id().as_str()));
+        // config.json of a trained trial says nothing of objectives; a synthetic one's does.
+        let json = serde_json::to_string(&trained).unwrap();
+        assert!(!json.contains("objective"), "{json}");
+        let back: Hyperparams =
+            serde_json::from_str(&serde_json::to_string(&synthetic).unwrap()).unwrap();
+        assert_eq!(back, synthetic);
+        assert_eq!(
+            "synthetic".parse::<Objective>().unwrap(),
+            Objective::Synthetic
+        );
+        assert_eq!("sim".parse::<Objective>().unwrap_err().key, "objective");
     }
 
     #[test]

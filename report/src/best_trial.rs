@@ -141,11 +141,24 @@ pub(crate) fn write(
     out: &mut Output,
     dir: &ResultsDir,
     best: &TrialId,
+    selected_epoch: Option<i64>,
     opts: &ReportOptions,
     figures: &mut Figures,
     notes: &mut Vec<String>,
 ) -> Result<BestOutputs> {
-    let hparams = artifacts::read_config(&dir.artifact(best, Artifact::Config))?;
+    let config = dir.artifact(best, Artifact::Config);
+    let hparams = artifacts::read_config(&config)?;
+    // The worker saves the weights of the epoch it judged best by the same rule: say so when
+    // the saved model is of another epoch (a worker from before best epochs were kept).
+    match (artifacts::read_best_epoch(&config)?, selected_epoch) {
+        (Some(saved), Some(selected)) if i64::from(saved) != selected => notes.push(format!(
+            "the saved model of {best} is of epoch {saved}, not of the selected epoch {selected}: its test numbers are that epoch's"
+        )),
+        (None, Some(selected)) => notes.push(format!(
+            "the saved model of {best} is its last epoch's (its worker kept no best epoch), not necessarily the selected epoch {selected}'s"
+        )),
+        _ => {}
+    }
     let scored = score(
         artifacts::read_predictions(&dir.artifact(best, Artifact::Predictions))?,
         opts.hardest,

@@ -18,6 +18,8 @@ pub(crate) struct Figures {
     pub curves: Vec<(String, Vec<u8>)>,
     /// `(caption, png)`.
     pub grids: Vec<(String, Vec<u8>)>,
+    /// Searched experiments and trials stopped early (issue 12), as HTML.
+    pub search: String,
 }
 
 pub(crate) struct Page<'a> {
@@ -46,7 +48,7 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-fn img(png: &[u8], alt: &str) -> String {
+pub(crate) fn img(png: &[u8], alt: &str) -> String {
     format!(
         "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
         esc(alt),
@@ -54,7 +56,20 @@ fn img(png: &[u8], alt: &str) -> String {
     )
 }
 
-fn num(v: Option<f64>) -> String {
+/// The ranking table's note on a trial: why it cannot be chosen, and where a rule stopped it.
+fn note(t: &RankedTrial) -> String {
+    let stop = match (&t.row.stop_rule, t.row.stop_epoch) {
+        (Some(rule), Some(epoch)) => Some(format!("stopped at epoch {epoch} by {rule}")),
+        _ => None,
+    };
+    [t.ineligible.clone(), stop]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(crate) fn num(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.4}"))
 }
 
@@ -159,11 +174,11 @@ impl Page<'_> {
             }
         }
         let sel = if self.ranking.used == self.ranking.requested {
-            format!("{}", self.ranking.used)
+            format!("{} ({})", self.ranking.used, self.ranking.mode)
         } else {
             format!(
-                "{} (asked for {})",
-                self.ranking.used, self.ranking.requested
+                "{} ({}; asked for {})",
+                self.ranking.used, self.ranking.mode, self.ranking.requested
             )
         };
         let _ = writeln!(
@@ -305,8 +320,8 @@ impl Page<'_> {
     fn ranking_table(&self, h: &mut String) {
         let _ = writeln!(
             h,
-            "<h2>Trials, ranked by {}</h2>\n<p>Each trial at its best epoch on {}; ties go to the lower validation loss, then the trial id. Trials that are not finished or lack artifacts are listed last, unranked.</p>",
-            self.ranking.used, self.ranking.used
+            "<h2>Trials, ranked by {}</h2>\n<p>Each trial at its best epoch on its experiment's metric (the epoch whose weights it saved), ranked on {} ({}) there; ties go to the lower validation loss, then the trial id. Trials that are neither finished nor stopped, or lack artifacts, are listed last, unranked.</p>",
+            self.ranking.used, self.ranking.used, self.ranking.mode
         );
         h.push_str("<table><tr><th>rank</th><th class=\"l\">trial</th><th class=\"l\">experiment</th><th class=\"l\">hyperparameters</th><th class=\"l\">status</th><th>best epoch</th><th>val acc</th><th>val loss</th><th>test acc</th><th>final test acc</th><th>epochs</th><th>train time</th><th class=\"l\">worker / device</th><th class=\"l\">note</th></tr>\n");
         for t in &self.ranking.trials {
@@ -341,7 +356,7 @@ impl Page<'_> {
                 t.epochs.len(),
                 if secs > 0.0 { duration(secs) } else { "—".into() },
                 esc(&wd),
-                esc(t.ineligible.as_deref().unwrap_or("")),
+                esc(&note(t)),
             );
         }
         h.push_str("</table>\n");
@@ -374,7 +389,9 @@ impl Page<'_> {
                 s.preds.row(i)[s.pred[i]]
             );
         }
-        h.push_str("</table>\n<h2>Learning curves by experiment</h2>\n");
+        h.push_str("</table>\n");
+        h.push_str(&f.search);
+        h.push_str("<h2>Learning curves by experiment</h2>\n");
         for (cap, png) in &f.grids {
             let _ = writeln!(h, "<h3>{}</h3>", esc(cap));
             h.push_str(&img(png, cap));

@@ -1,12 +1,14 @@
 //! hypersweep's report: from a sweep's results folder to `results/<sweep>/report/`.
 //!
 //! [`generate`] tells the story in steps: read the trial table and the per-epoch metrics
-//! (through the `results-format` crate's one reader), rank the trials and pick the best finished one
-//! on validation accuracy ([`select`], with the one best-epoch rule of `results_format::best`), write
-//! the best trial's evaluation (`best_trial`: its test-set predictions scored as scikit-learn
-//! would, [`metrics`]; tables, confusion matrix, hardest samples, a copy of its model), draw the
-//! learning curves (`figures`, with `plot`'s embedded font), and write one self-contained
-//! `index.html` (`html`). Every file is written whole (`output`). Nothing here links
+//! (through the `results-format` crate's one reader), rank the trials and pick the best
+//! finished or stopped one on its experiments' goal ([`select`], with the one best-epoch rule
+//! of `results_format::best`), write the best trial's evaluation (`best_trial`: the test-set
+//! predictions of its best epoch's weights, which the worker saved, scored as scikit-learn
+//! would, [`metrics`]; tables, confusion matrix, hardest samples, a copy of its model), draw
+//! the learning curves (`figures`, with `plot`'s embedded font), draw each searched
+//! experiment's optimization history and slices and list the trials stopped early
+//! (`search_views`, with `plot_search`), and write one self-contained `index.html` (`html`). Every file is written whole (`output`). Nothing here links
 //! libtorch: the worker saved the softmax outputs, and this crate only reads them.
 
 mod best_trial;
@@ -16,6 +18,8 @@ mod html;
 pub mod metrics;
 mod output;
 mod plot;
+mod plot_search;
+mod search_views;
 pub mod select;
 
 pub use error::{Error, Result};
@@ -34,8 +38,9 @@ pub const NUM_CLASSES: usize = dataset::CLASS_NAMES.len();
 /// How the report is made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportOptions {
-    /// What the best trial is chosen on (validation accuracy by default).
-    pub metric: SelectionMetric,
+    /// What the best trial is chosen on: `None` (the default) for the goal of its experiments
+    /// (`metric` and `mode` in `trials.parquet`, validation accuracy when the file has none).
+    pub metric: Option<SelectionMetric>,
     /// How many of the highest-entropy test samples to list and draw.
     pub hardest: usize,
     /// Where Fashion-MNIST is, for drawing the hardest samples; `None` searches as
@@ -47,7 +52,7 @@ pub struct ReportOptions {
 impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions {
-            metric: SelectionMetric::ValAcc,
+            metric: None,
             hardest: 9,
             data_dir: None,
         }
@@ -72,7 +77,8 @@ pub struct ReportSummary {
     pub best_epoch: Option<i64>,
     pub val_acc: Option<f64>,
     pub val_loss: Option<f64>,
-    /// Accuracy of the saved predictions (the final checkpoint) on the test images they cover.
+    /// Accuracy of the saved predictions (the best epoch's weights) on the test images they
+    /// cover: the best epoch's recorded `test_acc` on the same images.
     pub test_acc: f64,
     pub macro_f1: f64,
     /// Test images the predictions cover.
@@ -170,6 +176,9 @@ fn ranking_notes(ranking: &Ranking, orphans: usize) -> Vec<String> {
     if let Some(n) = &ranking.test_set_note {
         notes.push(n.clone());
     }
+    if let Some(n) = &ranking.goal_note {
+        notes.push(n.clone());
+    }
     let not_eligible = ranking.trials.iter().filter(|t| t.rank.is_none()).count();
     if not_eligible > 0 {
         notes.push(format!(
@@ -200,8 +209,18 @@ pub fn generate(results_dir: &Path, opts: &ReportOptions) -> Result<ReportSummar
     let mut out = Output::create(dir.report())?;
     let mut figures = html::Figures::default();
     let best_id = proto::TrialId(best.row.trial_id.clone());
-    let evaluated = best_trial::write(&mut out, &dir, &best_id, opts, &mut figures, &mut notes)?;
+    let selected_epoch = best.best.map(|e| e.epoch).or(best.row.best_epoch);
+    let evaluated = best_trial::write(
+        &mut out,
+        &dir,
+        &best_id,
+        selected_epoch,
+        opts,
+        &mut figures,
+        &mut notes,
+    )?;
     figures::draw(&mut out, &ranking, &mut figures)?;
+    search_views::draw(&mut out, &ranking, &mut figures)?;
     let page = html::Page {
         results_dir,
         ranking: &ranking,

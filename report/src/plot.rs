@@ -10,15 +10,15 @@ use plotters::style::FontTransform;
 use std::sync::OnceLock;
 
 const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 pub(crate) const TRAIN: RGBColor = RGBColor(31, 119, 180);
 pub(crate) const VAL: RGBColor = RGBColor(255, 127, 14);
 pub(crate) const TEST: RGBColor = RGBColor(44, 160, 44);
 const RED_INK: RGBColor = RGBColor(200, 30, 30);
 
-type PResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type PResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 fn ensure_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();

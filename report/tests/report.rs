@@ -600,7 +600,7 @@ fn ties_go_to_lower_val_loss_then_id_and_unfinished_trials_are_not_eligible() {
 
     // Choosing on val_loss: d and e are out, b's 0.30 is the lowest.
     let opts = ReportOptions {
-        metric: SelectionMetric::ValLoss,
+        metric: Some(SelectionMetric::ValLoss),
         ..no_data()
     };
     assert_eq!(
@@ -906,4 +906,134 @@ fn matches_scikit_learn_when_available() {
     }
     let acc = got.iter().find(|r| r[0] == "accuracy").unwrap();
     assert_eq!(acc[3], want[12]);
+}
+
+/// A tpe experiment written by the results format's own writer: `n` trials judged on
+/// validation loss (min), lr log-spaced and hidden varying; the trials in `stopped` were
+/// stopped by ASHA after epoch 1, the others trained 3 epochs. Trial `k` has validation loss
+/// `base[k] - 0.01 · epoch`.
+fn write_search(dir: &Path, base: &[f64], stopped: &[usize]) -> Vec<proto::TrialId> {
+    use results_format::{EpochRecord, Goal, Metric, Mode, StopRecord, TrialRecord, TrialStatus};
+    let results = results_format::ResultsDir::new(dir);
+    let goal = Goal::new(Metric::ValLoss, Mode::Min);
+    let when = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    let mut trials = Vec::new();
+    let mut rows = Vec::new();
+    for (k, &b) in base.iter().enumerate() {
+        let h = proto::Hyperparams {
+            arch: proto::Arch::Ffv1,
+            hidden: 16 + 8 * k as u32,
+            lr: 0.001 * 3f64.powi(k as i32),
+            epochs: 3,
+            ..Default::default()
+        };
+        let stop = stopped.contains(&k);
+        let epochs = if stop { 1 } else { 3 };
+        let mut best = None;
+        for e in 1..=epochs {
+            let m = proto::EpochMetrics {
+                epoch: e,
+                train_loss: b,
+                train_acc: 0.5,
+                val_loss: b - 0.01 * f64::from(e),
+                val_acc: 0.5,
+                test_loss: b,
+                test_acc: 0.6,
+                seconds: 1.0,
+            };
+            best = results_format::Best::update(best, goal, &m);
+            rows.push(EpochRecord {
+                trial_id: h.trial_id(),
+                experiment: "tpe".into(),
+                hparams: h.clone(),
+                metrics: m,
+                worker: "w1".into(),
+                device: "cpu".into(),
+                recorded_at: when,
+                device_name: "a CPU".into(),
+                host: "h".into(),
+                gpu_peak_memory_bytes: None,
+            });
+        }
+        trials.push(TrialRecord {
+            trial_id: h.trial_id(),
+            experiment: "tpe".into(),
+            hparams: h.clone(),
+            status: if stop {
+                TrialStatus::Stopped
+            } else {
+                TrialStatus::Finished
+            },
+            attempts: 1,
+            worker: Some("w1".into()),
+            device: Some("cpu".into()),
+            started_at: Some(when),
+            finished_at: Some(when),
+            best,
+            test_acc: (!stop).then_some(0.6),
+            epochs_done: epochs,
+            last_error: None,
+            worker_build: None,
+            search: "tpe",
+            goal,
+            stop: stop.then(|| StopRecord {
+                rule: "asha".into(),
+                epoch: 1,
+            }),
+        });
+    }
+    results_format::write::write_trials(&results, &trials).unwrap();
+    std::fs::create_dir_all(results.epochs()).unwrap();
+    results_format::write::write_epoch_part(&results, 0, rows.len() as u64 - 1, &rows).unwrap();
+    trials.iter().map(|t| t.trial_id.clone()).collect()
+}
+
+#[test]
+fn a_searched_experiment_gets_its_history_slices_and_stopped_trials_and_a_stopped_trial_can_be_best(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Trial 4 is stopped after epoch 1 yet has the lowest validation loss (0.19).
+    let base = [0.50, 0.40, 0.45, 0.60, 0.20, 0.30];
+    let ids = write_search(dir, &base, &[3, 4]);
+    for id in &ids {
+        let t = Trial {
+            id: id.to_string(),
+            ..trial(0, 16, 0.1, vec![(0.5, 0.5, 0.6)])
+        };
+        write_artifacts(dir, &t, &hand_probs(), &LABELS);
+    }
+    let s = generate(dir, &no_data()).unwrap();
+    // Chosen on the experiment's own goal, val_loss (min): the stopped trial at its epoch 1.
+    assert_eq!(s.selected_on, SelectionMetric::ValLoss);
+    assert_eq!(s.best_trial, ids[4]);
+    assert_eq!(s.best_epoch, Some(1));
+    assert_drawn(&dir.join("report/search_tpe_history.png"), 800, 400);
+    assert_drawn(&dir.join("report/search_tpe_slices.png"), 800, 300);
+    let html = std::fs::read_to_string(&s.index).unwrap();
+    assert!(html.contains("Search and early stopping"), "search section");
+    assert!(html.contains("2 trial(s) stopped early"));
+    assert!(html.contains("stopped at epoch 1 by asha"));
+    assert!(html.contains("val_loss (min)"));
+    // The written columns read back.
+    let rows = results_format::read::read_trials(&dir.join("trials.parquet")).unwrap();
+    let stopped = &rows[4];
+    assert_eq!(stopped.status, results_format::TrialStatus::Stopped);
+    assert_eq!(
+        (stopped.stop_rule.as_deref(), stopped.stop_epoch),
+        (Some("asha"), Some(1))
+    );
+    assert_eq!(
+        (stopped.search.as_deref(), stopped.objective.as_deref()),
+        (Some("tpe"), Some("train"))
+    );
+    assert_eq!(
+        (stopped.metric.as_deref(), stopped.mode.as_deref()),
+        (Some("val_loss"), Some("min"))
+    );
+    assert!((stopped.best_metric.unwrap() - 0.19).abs() < 1e-12);
+    assert_eq!(
+        stopped.best_val_acc, None,
+        "best_val_acc is only the val_acc goal's"
+    );
 }

@@ -135,3 +135,22 @@ pub fn read_config(path: &Path) -> Result<proto::Hyperparams> {
     serde_json::from_value(hp.clone())
         .map_err(|e| Error::invalid(path, format!("key \"hparams\": {e}")))
 }
+
+/// The `best_epoch` of an artifact's `config.json` (issue 12): the epoch whose weights the
+/// model and predictions hold. `None` when the worker that wrote it predates best epochs
+/// (its model is the last epoch's) or no epoch was ever best.
+pub fn read_best_epoch(path: &Path) -> Result<Option<u32>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))?;
+    match value.get("best_epoch") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|e| u32::try_from(e).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::invalid(path, format!("key \"best_epoch\": {v} is not an epoch"))
+            }),
+    }
+}

@@ -1,10 +1,12 @@
 //! The one rule that picks a trial's best epoch.
 //!
-//! An epoch is judged on one epoch column, its [`Metric`] (validation accuracy by default):
-//! the higher (accuracies) or lower (losses) value wins; on a tie the lower tie-breaker wins
-//! (validation loss for accuracies; see [`Metric::tie_breaker`]), then the earlier epoch. The
-//! coordinator's scheduler applies it epoch by epoch as reports arrive ([`Best::update`]),
-//! the report over a trial's recorded epochs ([`best_epoch`]); both give the same epoch.
+//! An epoch is judged on one epoch column and a direction, a [`Goal`] (the experiment's
+//! `metric` and `mode`; validation accuracy, larger is better, by default; a bare [`Metric`]
+//! means its natural direction: accuracies up, losses down): the better value wins; on a tie
+//! the lower tie-breaker wins (validation loss for accuracies; see [`Metric::tie_breaker`]),
+//! then the earlier epoch. The coordinator's scheduler applies it epoch by epoch as reports
+//! arrive ([`Best::update`]), the worker likewise to keep that epoch's weights, the report
+//! over a trial's recorded epochs ([`best_epoch`]); all three give the same epoch.
 //!
 //! The test set never chooses anything while a validation split exists. A trial trained
 //! without one (its `val_*` are NaN or null) is judged on the same measure on the test set
@@ -14,6 +16,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+
+/// Whether larger or smaller values are better (the sweep's `mode`); the search crate owns it.
+pub use search::Mode;
 
 /// An epoch column a trial can be judged on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -52,6 +57,21 @@ impl Metric {
     /// Accuracies go up, losses down.
     pub fn higher_is_better(self) -> bool {
         matches!(self, Metric::TrainAcc | Metric::ValAcc | Metric::TestAcc)
+    }
+
+    /// The natural direction: `max` for accuracies, `min` for losses.
+    pub fn natural_mode(self) -> Mode {
+        if self.higher_is_better() {
+            Mode::Max
+        } else {
+            Mode::Min
+        }
+    }
+
+    /// Whether this is a test-set column (`test_*`): the test set chooses nothing, so a sweep
+    /// may not name one as its metric.
+    pub fn is_test(self) -> bool {
+        matches!(self, Metric::TestLoss | Metric::TestAcc)
     }
 
     /// The same measure on the test set, for a trial without a validation split.
@@ -99,6 +119,50 @@ impl FromStr for Metric {
     }
 }
 
+/// What an epoch is judged on: a metric and which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Goal {
+    pub metric: Metric,
+    pub mode: Mode,
+}
+
+impl Goal {
+    pub fn new(metric: Metric, mode: Mode) -> Goal {
+        Goal { metric, mode }
+    }
+
+    /// The same goal on the test set (for a trial without a validation split).
+    pub fn on_test_set(self) -> Goal {
+        Goal {
+            metric: self.metric.on_test_set(),
+            ..self
+        }
+    }
+}
+
+impl Default for Goal {
+    /// Validation accuracy, larger is better.
+    fn default() -> Self {
+        Metric::ValAcc.into()
+    }
+}
+
+impl From<Metric> for Goal {
+    /// `metric` in its natural direction.
+    fn from(metric: Metric) -> Goal {
+        Goal {
+            metric,
+            mode: metric.natural_mode(),
+        }
+    }
+}
+
+impl fmt::Display for Goal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.metric, self.mode)
+    }
+}
+
 /// The values of one epoch, whatever holds them: the wire's metrics while a sweep runs, a
 /// Parquet row afterwards. `None` for a value that is missing (no validation split).
 pub trait EpochValues {
@@ -133,12 +197,11 @@ pub struct Score {
 }
 
 impl Score {
-    /// `a` against `b` under `metric`: `Less` when `a` is better, `Equal` on a full tie.
-    pub fn cmp(metric: Metric, a: Score, b: Score) -> Ordering {
-        let by_value = if metric.higher_is_better() {
-            b.value.total_cmp(&a.value)
-        } else {
-            a.value.total_cmp(&b.value)
+    /// `a` against `b` under `goal`: `Less` when `a` is better, `Equal` on a full tie.
+    pub fn cmp(goal: impl Into<Goal>, a: Score, b: Score) -> Ordering {
+        let by_value = match goal.into().mode {
+            Mode::Max => b.value.total_cmp(&a.value),
+            Mode::Min => a.value.total_cmp(&b.value),
         };
         by_value.then(lower_first(a.tie, b.tie))
     }
@@ -162,15 +225,16 @@ pub fn lower_first(a: Option<f64>, b: Option<f64>) -> Ordering {
     }
 }
 
-/// The epoch of `epochs` that is best on `metric` (the earliest on a full tie), `None` when
-/// no epoch has a value for it.
-pub fn best_epoch<E: EpochValues>(metric: Metric, epochs: &[E]) -> Option<&E> {
+/// The epoch of `epochs` that is best on `goal` (the earliest on a full tie), `None` when
+/// no epoch has a value for its metric.
+pub fn best_epoch<E: EpochValues>(goal: impl Into<Goal>, epochs: &[E]) -> Option<&E> {
+    let goal = goal.into();
     let mut best: Option<(&E, Score)> = None;
     for e in epochs {
-        let Some(s) = Score::of(metric, e) else {
+        let Some(s) = Score::of(goal.metric, e) else {
             continue;
         };
-        if best.is_none_or(|(_, b)| Score::cmp(metric, s, b).is_lt()) {
+        if best.is_none_or(|(_, b)| Score::cmp(goal, s, b).is_lt()) {
             best = Some((e, s));
         }
     }
@@ -189,9 +253,11 @@ pub struct Best {
 }
 
 impl Best {
-    /// `best` after epoch `e` was recorded, judged on `metric` (on its test-set twin when `e`
-    /// has no value for it). A validation-based best always beats a test-based one.
-    pub fn update(best: Option<Best>, metric: Metric, e: &impl EpochValues) -> Option<Best> {
+    /// `best` after epoch `e` was recorded, judged on `goal` (on its test-set twin when `e`
+    /// has no value for its metric). A validation-based best always beats a test-based one.
+    pub fn update(best: Option<Best>, goal: impl Into<Goal>, e: &impl EpochValues) -> Option<Best> {
+        let goal = goal.into();
+        let metric = goal.metric;
         let fallback = metric.on_test_set();
         let (used, score) = match Score::of(metric, e) {
             Some(s) => (metric, s),
@@ -209,7 +275,7 @@ impl Best {
         let better = match best {
             None => true,
             Some(b) if b.metric != used => used == metric,
-            Some(b) => Score::cmp(used, score, b.score()).is_lt(),
+            Some(b) => Score::cmp(Goal::new(used, goal.mode), score, b.score()).is_lt(),
         };
         Some(if better {
             candidate
@@ -244,7 +310,7 @@ mod tests {
         }
     }
 
-    fn live(metric: Metric, epochs: &[EpochMetrics]) -> Option<u32> {
+    fn live(metric: impl Into<Goal> + Copy, epochs: &[EpochMetrics]) -> Option<u32> {
         epochs
             .iter()
             .fold(None, |b, e| Best::update(b, metric, e))
@@ -296,6 +362,24 @@ mod tests {
         assert_eq!((mixed.epoch, mixed.metric), (4, Metric::ValAcc));
         let kept = Best::update(Some(mixed), Metric::ValAcc, &m(5, nan, nan, 0.99)).unwrap();
         assert_eq!(kept.epoch, 4);
+    }
+
+    #[test]
+    fn a_goal_against_its_metrics_nature_is_followed_and_ties_still_go_to_the_lower_loss() {
+        let epochs = [
+            m(1, 0.70, 0.9, 0.6),
+            m(2, 0.85, 0.4, 0.8),
+            m(3, 0.70, 0.8, 0.7), // ties epoch 1 on val_acc, lower val_loss: wins under min
+        ];
+        let worst = Goal::new(Metric::ValAcc, Mode::Min);
+        assert_eq!(best_epoch(worst, &epochs).map(|e| e.epoch), Some(3));
+        assert_eq!(live(worst, &epochs), Some(3));
+        let highest_loss = Goal::new(Metric::ValLoss, Mode::Max);
+        assert_eq!(best_epoch(highest_loss, &epochs).map(|e| e.epoch), Some(1));
+        assert_eq!(live(highest_loss, &epochs), Some(1));
+        assert_eq!(Goal::default(), Goal::new(Metric::ValAcc, Mode::Max));
+        assert_eq!(Goal::from(Metric::TrainLoss).mode, Mode::Min);
+        assert!(Metric::TestAcc.is_test() && !Metric::ValLoss.is_test());
     }
 
     #[test]

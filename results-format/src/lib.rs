@@ -24,9 +24,9 @@ pub mod schema;
 mod status;
 pub mod write;
 
-pub use best::{Best, Metric};
+pub use best::{Best, Goal, Metric, Mode};
 pub use error::{Error, Result};
 pub use layout::ResultsDir;
 pub use read::{EpochRow, TrialRow};
 pub use status::TrialStatus;
-pub use write::{EpochRecord, TrialRecord};
+pub use write::{EpochRecord, StopRecord, TrialRecord};

@@ -6,7 +6,7 @@
 //! Int32 over Int64 breaks nothing), and only the columns a row cannot do without are
 //! required. Errors name the file, the row and the column.
 
-use crate::best::{EpochValues, Metric};
+use crate::best::{EpochValues, Goal, Metric, Mode};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::schema as col;
@@ -52,6 +52,14 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// issue 10: see [`col::WORKER_BUILD`].
     pub worker_build: Option<String>,
+    // issue 12 (absent from files written before it: `None`)
+    pub objective: Option<String>,
+    pub search: Option<String>,
+    pub metric: Option<String>,
+    pub mode: Option<String>,
+    pub best_metric: Option<f64>,
+    pub stop_rule: Option<String>,
+    pub stop_epoch: Option<i64>,
 }
 
 impl TrialRow {
@@ -68,7 +76,29 @@ impl TrialRow {
             weight_decay: self.weight_decay?,
             validation: self.validation?,
             seed: u64::try_from(self.seed?).ok()?,
+            objective: match self.objective.as_deref() {
+                None => proto::Objective::Train,
+                Some(o) => o.parse().ok()?,
+            },
         })
+    }
+
+    /// What the trial's best epoch is chosen on: its experiment's metric and mode, validation
+    /// accuracy (max) for a file written before experiments had one.
+    pub fn goal(&self) -> Goal {
+        let metric = self
+            .metric
+            .as_deref()
+            .and_then(|m| m.parse::<Metric>().ok());
+        let Some(metric) = metric else {
+            return Goal::default();
+        };
+        let mode = match self.mode.as_deref() {
+            Some("max") => Mode::Max,
+            Some("min") => Mode::Min,
+            _ => metric.natural_mode(),
+        };
+        Goal::new(metric, mode)
     }
 
     /// A short human label: the hyperparameters' label, else the id.
@@ -257,6 +287,13 @@ pub fn read_trials(path: &Path) -> Result<Vec<TrialRow>> {
         let test_acc = c.f64s(col::TEST_ACC, false)?;
         let error = c.strs(col::ERROR, false)?;
         let worker_build = c.strs(col::WORKER_BUILD, false)?;
+        let objective = c.strs(col::OBJECTIVE, false)?;
+        let search = c.strs(col::SEARCH, false)?;
+        let metric = c.strs(col::METRIC, false)?;
+        let mode = c.strs(col::MODE, false)?;
+        let best_metric = c.f64s(col::BEST_METRIC, false)?;
+        let stop_rule = c.strs(col::STOP_RULE, false)?;
+        let stop_epoch = c.i64s(col::STOP_EPOCH, false)?;
         for i in 0..batch.num_rows() {
             let row = out.len();
             out.push(TrialRow {
@@ -287,6 +324,13 @@ pub fn read_trials(path: &Path) -> Result<Vec<TrialRow>> {
                 test_acc: test_acc[i],
                 error: error[i].clone(),
                 worker_build: worker_build[i].clone(),
+                objective: objective[i].clone(),
+                search: search[i].clone(),
+                metric: metric[i].clone(),
+                mode: mode[i].clone(),
+                best_metric: best_metric[i],
+                stop_rule: stop_rule[i].clone(),
+                stop_epoch: stop_epoch[i],
             });
         }
     }

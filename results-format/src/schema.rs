@@ -30,13 +30,28 @@ pub const STARTED_AT: &str = "started_at";
 pub const FINISHED_AT: &str = "finished_at";
 pub const EPOCHS_DONE: &str = "epochs_done";
 pub const BEST_EPOCH: &str = "best_epoch";
-/// The best epoch's value of the metric it was chosen on (validation accuracy, or test
-/// accuracy when `best_by` says so).
+/// The best epoch's value of the metric it was chosen on, when that is validation accuracy
+/// (the default), or test accuracy when `best_by` says so (no validation split); null when
+/// the experiment's metric is another column (its value is `best_metric`).
 pub const BEST_VAL_ACC: &str = "best_val_acc";
 pub const BEST_BY: &str = "best_by";
 /// In `trials.parquet`: the test accuracy after the final epoch.
 pub const TEST_ACC: &str = "test_acc";
 pub const ERROR: &str = "error";
+
+// issue 12: search, stopping and the experiment's metric.
+/// `train` or `synthetic` (see [`proto::Objective`]).
+pub const OBJECTIVE: &str = "objective";
+/// How the trial's experiment picks trials: `grid`, `random` or `tpe`.
+pub const SEARCH: &str = "search";
+/// The experiment's metric (an epoch column) and mode (`max` or `min`).
+pub const METRIC: &str = "metric";
+pub const MODE: &str = "mode";
+/// The value of `metric` at the trial's best epoch (null when the trial has no value for it).
+pub const BEST_METRIC: &str = "best_metric";
+/// For a stopped trial: the rule (`asha`, `median`, `divergence`) and the epoch it stopped at.
+pub const STOP_RULE: &str = "stop_rule";
+pub const STOP_EPOCH: &str = "stop_epoch";
 
 pub const EPOCH: &str = "epoch";
 pub const SECONDS: &str = "seconds";
@@ -96,6 +111,14 @@ pub fn trials() -> SchemaRef {
         Field::new(ERROR, DataType::Utf8, true),
         // issue 10
         Field::new(WORKER_BUILD, DataType::Utf8, true),
+        // issue 12: search, stopping and the experiment's metric.
+        Field::new(OBJECTIVE, DataType::Utf8, false),
+        Field::new(SEARCH, DataType::Utf8, false),
+        Field::new(METRIC, DataType::Utf8, false),
+        Field::new(MODE, DataType::Utf8, false),
+        Field::new(BEST_METRIC, DataType::Float64, true),
+        Field::new(STOP_RULE, DataType::Utf8, true),
+        Field::new(STOP_EPOCH, DataType::Int64, true),
     ]);
     Arc::new(Schema::new(fields))
 }

@@ -9,14 +9,18 @@ pub enum TrialStatus {
     Running,
     Finished,
     Failed,
+    /// issue 12: ended early by a stopping rule (ASHA, median, divergence): a result, not an
+    /// error. Its `stop_rule` and `stop_epoch` say which and when.
+    Stopped,
 }
 
 impl TrialStatus {
-    pub const ALL: [TrialStatus; 4] = [
+    pub const ALL: [TrialStatus; 5] = [
         TrialStatus::Queued,
         TrialStatus::Running,
         TrialStatus::Finished,
         TrialStatus::Failed,
+        TrialStatus::Stopped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -25,12 +29,21 @@ impl TrialStatus {
             TrialStatus::Running => "running",
             TrialStatus::Finished => "finished",
             TrialStatus::Failed => "failed",
+            TrialStatus::Stopped => "stopped",
         }
     }
 
-    /// Finished or failed: the trial gets no more leases.
+    /// Finished, failed or stopped: the trial gets no more leases.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TrialStatus::Finished | TrialStatus::Failed)
+        matches!(
+            self,
+            TrialStatus::Finished | TrialStatus::Failed | TrialStatus::Stopped
+        )
+    }
+
+    /// Finished or stopped: the trial has a result (its best epoch) to rank.
+    pub fn has_result(self) -> bool {
+        matches!(self, TrialStatus::Finished | TrialStatus::Stopped)
     }
 }
 

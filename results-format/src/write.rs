@@ -4,7 +4,7 @@
 //! name in its final folder, fsync, rename): a reader never sees half a file and `*.parquet`
 //! never matches one being written. Blocking I/O: async callers run it on a blocking thread.
 
-use crate::best::{Best, EpochValues};
+use crate::best::{Best, EpochValues, Goal, Metric};
 use crate::error::{Error, Result};
 use crate::layout::ResultsDir;
 use crate::schema;
@@ -68,6 +68,22 @@ pub struct TrialRecord {
     pub last_error: Option<String>,
     /// issue 10: the build of the latest attempt's worker ([`schema::WORKER_BUILD`]).
     pub worker_build: Option<String>,
+    // issue 12
+    /// How the trial's experiment picks trials: `grid`, `random` or `tpe`.
+    pub search: &'static str,
+    /// What its best epoch is chosen on.
+    pub goal: Goal,
+    /// Set when a stopping rule ended the trial.
+    pub stop: Option<StopRecord>,
+}
+
+/// Which rule stopped a trial, and at which epoch (the last it records; for a loss that came
+/// out non-finite, the epoch that did, which is not recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRecord {
+    /// `asha`, `median` or `divergence`.
+    pub rule: String,
+    pub epoch: u32,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -160,6 +176,7 @@ pub fn trials_batch(
     let mut test_acc = Float64Builder::new();
     let mut error = StringBuilder::new();
     let mut worker_build = StringBuilder::new();
+    let mut issue12 = SearchColumns::default();
     for r in records {
         trial_id.append_value(r.trial_id.as_str());
         hp.push(&r.experiment, &r.hparams);
@@ -171,11 +188,15 @@ pub fn trials_batch(
         finished_at.append_option(r.finished_at.map(micros));
         epochs_done.append_value(i64::from(r.epochs_done));
         best_epoch.append_option(r.best.map(|b| i64::from(b.epoch)));
-        best_value.append_option(r.best.map(|b| b.value));
+        // best_val_acc keeps its meaning: the best epoch's validation accuracy (or its test
+        // twin) when that is what the trial is judged on.
+        let on_acc = |b: &Best| matches!(b.metric, Metric::ValAcc | Metric::TestAcc);
+        best_value.append_option(r.best.filter(on_acc).map(|b| b.value));
         best_by.append_option(r.best.map(|b| b.metric.as_str()));
         test_acc.append_option(r.test_acc.filter(|v| !v.is_nan()));
         error.append_option(r.last_error.as_deref());
         worker_build.append_option(r.worker_build.as_deref());
+        issue12.push(r);
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish())];
     columns.extend(hp.finish());
@@ -194,7 +215,48 @@ pub fn trials_batch(
         Arc::new(error.finish()),
         Arc::new(worker_build.finish()),
     ]);
+    columns.extend(issue12.finish());
     RecordBatch::try_new(schema::trials(), columns)
+}
+
+/// The issue-12 columns of `trials.parquet` (search, stopping, the experiment's metric).
+#[derive(Default)]
+struct SearchColumns {
+    objective: StringBuilder,
+    search: StringBuilder,
+    metric: StringBuilder,
+    mode: StringBuilder,
+    best_metric: Float64Builder,
+    stop_rule: StringBuilder,
+    stop_epoch: Int64Builder,
+}
+
+impl SearchColumns {
+    fn push(&mut self, r: &TrialRecord) {
+        self.objective.append_value(r.hparams.objective.as_str());
+        self.search.append_value(r.search);
+        self.metric.append_value(r.goal.metric.as_str());
+        self.mode.append_value(r.goal.mode.as_str());
+        // The value of the experiment's own metric (not of a test-set fallback).
+        let best = r.best.filter(|b| b.metric == r.goal.metric);
+        self.best_metric.append_option(best.map(|b| b.value));
+        self.stop_rule
+            .append_option(r.stop.as_ref().map(|s| s.rule.as_str()));
+        self.stop_epoch
+            .append_option(r.stop.as_ref().map(|s| i64::from(s.epoch)));
+    }
+
+    fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.objective.finish()),
+            Arc::new(self.search.finish()),
+            Arc::new(self.metric.finish()),
+            Arc::new(self.mode.finish()),
+            Arc::new(self.best_metric.finish()),
+            Arc::new(self.stop_rule.finish()),
+            Arc::new(self.stop_epoch.finish()),
+        ]
+    }
 }
 
 /// The `epochs/*.parquet` batch for `records`.

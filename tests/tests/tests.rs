@@ -16,6 +16,8 @@
 //! - `load`: 200 simulated workers and a `kill -9`;
 //! - `metrics`: `/metrics` scraped during a real sweep, checked by promtool;
 //! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
+//! - `search`: issue 12 end to end: a stop at a rung, divergence, a `kill -9` during a TPE
+//!   sweep, the report's model of the selected epoch;
 //! - `security_e2e`: token and TLS through the binaries;
 //! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
 
@@ -28,5 +30,6 @@ mod load;
 mod local_workers;
 mod metrics;
 mod netns;
+mod search;
 mod security_e2e;
 mod slurm;

@@ -12,13 +12,18 @@
 //!   reseeded at every epoch boundary from them;
 //! - **epoch:** the number of finished epochs, plus their metrics (`trial.history`, `F64`
 //!   `[epoch, 8]` in [`EpochMetrics`]' field order) so that `config.json` of a resumed trial
-//!   lists every epoch.
+//!   lists every epoch;
+//! - **the best epoch's weights** (issue 12, [`crate::best`]): when the best epoch so far is
+//!   an earlier one, a copy of every variable at that epoch under `best.<variable>`; with
+//!   `best_epoch` in the metadata whenever an epoch has been best. Optional: a checkpoint
+//!   without them resumes too (its trial then ends with its last weights).
 //!
 //! Metadata: `format = "hypersweep-checkpoint/1"`, `trial_id`, `epoch`, `seed`, the split
-//! sizes (`train_images`, `validation_images`, `test_images`) and `libtorch`
-//! (informational). [`decode`] checks all of them but `libtorch`, then every tensor's name,
+//! sizes (`train_images`, `validation_images`, `test_images`), `best_epoch` when known, and
+//! `libtorch` (informational). [`decode`] checks all of them but `libtorch`, then every tensor's name,
 //! dtype and shape, before anything is handed back.
 
+use crate::best::BEST_PREFIX;
 use crate::{Error, Result};
 use proto::EpochMetrics;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -67,6 +72,9 @@ pub struct State<'a> {
     /// The momentum buffers that exist, by their variable's name.
     pub momentum: Vec<(&'a str, &'a Tensor)>,
     pub history: &'a [EpochMetrics],
+    /// The best epoch so far, and its weights when it is an earlier epoch than `epoch`.
+    pub best_epoch: Option<u32>,
+    pub best: Vec<(&'a str, &'a Tensor)>,
 }
 
 /// What a checkpoint must hold to resume one trial.
@@ -91,6 +99,10 @@ pub struct Restored {
     pub momentum: HashMap<String, Tensor>,
     /// The metrics of epochs `1..=epoch`, in order.
     pub history: Vec<EpochMetrics>,
+    /// The best epoch, when the checkpoint says, and its weights by variable name when it is
+    /// an earlier epoch (empty otherwise).
+    pub best_epoch: Option<u32>,
+    pub best: HashMap<String, Tensor>,
 }
 
 /// `state` as safetensors bytes: the variables sorted by name, then the momentum buffers
@@ -106,6 +118,11 @@ pub fn encode(state: State<'_>) -> Result<Vec<u8>> {
     }
     for (name, b) in state.momentum {
         let name = format!("{MOMENTUM_PREFIX}{name}");
+        let (shape, bytes) = f32_bytes(&name, b)?;
+        tensors.push((name, Dtype::F32, shape, bytes));
+    }
+    for (name, b) in state.best {
+        let name = format!("{BEST_PREFIX}{name}");
         let (shape, bytes) = f32_bytes(&name, b)?;
         tensors.push((name, Dtype::F32, shape, bytes));
     }
@@ -134,6 +151,7 @@ pub fn encode(state: State<'_>) -> Result<Vec<u8>> {
         ("libtorch", crate::LIBTORCH_VERSION.into()),
     ]
     .into_iter()
+    .chain(state.best_epoch.map(|e| ("best_epoch", e.to_string())))
     .chain(state.identity.metadata())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
@@ -156,9 +174,11 @@ pub fn decode(bytes: &[u8], layout: &Layout) -> Result<Restored> {
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
     let empty = HashMap::new();
-    let epoch = check_metadata(header.metadata().as_ref().unwrap_or(&empty), layout)?;
+    let meta = header.metadata().as_ref().unwrap_or(&empty);
+    let epoch = check_metadata(meta, layout)?;
+    let best_epoch = check_best_epoch(meta, epoch)?;
 
-    let want = expected_tensors(layout, epoch);
+    let want = expected_tensors(layout, epoch, best_epoch);
     let names = check_names(&file, &want)?;
     let mut loaded: HashMap<String, Tensor> = HashMap::new();
     for name in &names {
@@ -191,19 +211,38 @@ pub fn decode(bytes: &[u8], layout: &Layout) -> Result<Restored> {
             )));
         }
     }
-    let (momentum, variables) = loaded
+    let (momentum, rest) = loaded
         .into_iter()
         .partition::<HashMap<_, _>, _>(|(n, _)| n.starts_with(MOMENTUM_PREFIX));
-    let momentum = momentum
+    let (best, variables) = rest
         .into_iter()
-        .map(|(n, t)| (n[MOMENTUM_PREFIX.len()..].to_owned(), t))
-        .collect();
+        .partition::<HashMap<_, _>, _>(|(n, _)| n.starts_with(BEST_PREFIX));
+    let strip = |m: HashMap<String, Tensor>, prefix: &str| -> HashMap<String, Tensor> {
+        m.into_iter()
+            .map(|(n, t)| (n[prefix.len()..].to_owned(), t))
+            .collect()
+    };
     Ok(Restored {
         epoch,
         variables,
-        momentum,
+        momentum: strip(momentum, MOMENTUM_PREFIX),
         history,
+        best_epoch,
+        best: strip(best, BEST_PREFIX),
     })
+}
+
+/// The checkpoint's `best_epoch`, when it has one: an epoch it has finished.
+fn check_best_epoch(meta: &HashMap<String, String>, epoch: u32) -> Result<Option<u32>> {
+    let Some(text) = meta.get("best_epoch") else {
+        return Ok(None);
+    };
+    match text.parse::<u32>() {
+        Ok(b) if (1..=epoch).contains(&b) => Ok(Some(b)),
+        _ => Err(bad(format!(
+            "best_epoch {text:?} is not one of its finished epochs 1..={epoch}"
+        ))),
+    }
 }
 
 fn bad(why: String) -> Error {
@@ -252,8 +291,13 @@ fn check_metadata(meta: &HashMap<String, String>, layout: &Layout) -> Result<u32
     Ok(epoch)
 }
 
-/// Every tensor a checkpoint after `epoch` epochs must hold, with its dtype and shape.
-fn expected_tensors(layout: &Layout, epoch: u32) -> HashMap<String, (Dtype, Vec<i64>)> {
+/// Every tensor a checkpoint after `epoch` epochs, best at `best_epoch`, must hold, with its
+/// dtype and shape.
+fn expected_tensors(
+    layout: &Layout,
+    epoch: u32,
+    best_epoch: Option<u32>,
+) -> HashMap<String, (Dtype, Vec<i64>)> {
     let mut want: HashMap<String, (Dtype, Vec<i64>)> = layout
         .variables
         .iter()
@@ -263,6 +307,12 @@ fn expected_tensors(layout: &Layout, epoch: u32) -> HashMap<String, (Dtype, Vec<
     if let (Some(params), true) = (&layout.momentum, epoch > 0) {
         for (n, shape) in params {
             want.insert(format!("{MOMENTUM_PREFIX}{n}"), (Dtype::F32, shape.clone()));
+        }
+    }
+    // An earlier best epoch's weights: one copy of every variable.
+    if best_epoch.is_some_and(|b| b < epoch) {
+        for (n, shape) in &layout.variables {
+            want.insert(format!("{BEST_PREFIX}{n}"), (Dtype::F32, shape.clone()));
         }
     }
     want.insert(
@@ -284,6 +334,8 @@ fn check_names(
             "unexpected tensor {extra:?}: this trial has no such {}",
             if extra.starts_with(MOMENTUM_PREFIX) {
                 "momentum buffer"
+            } else if extra.starts_with(BEST_PREFIX) {
+                "best-epoch copy"
             } else {
                 "variable"
             }

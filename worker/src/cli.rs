@@ -92,6 +92,7 @@ impl TrainArgs {
             weight_decay: self.weight_decay,
             validation: self.validation,
             seed: self.seed,
+            objective: proto::Objective::Train,
         };
         h.validate()
             .map_err(|e| format!("--{}: {}", e.key.replace('_', "-"), e.reason))?;

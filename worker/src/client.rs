@@ -19,6 +19,7 @@ use crate::connect::{Client, Connection};
 use crate::{Error, Result};
 use proto::pb::{self, lease_response::Outcome};
 use proto::{EpochMetrics, Hyperparams};
+use results_format::{Goal, Metric, Mode};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -108,6 +109,12 @@ pub struct Leased {
     pub start_epoch: u32,
     /// The state after `start_epoch` (empty when it is 0): [`crate::checkpoint`] bytes.
     pub checkpoint: Vec<u8>,
+    /// What the trial's best epoch is chosen on (its experiment's metric and mode).
+    pub goal: Goal,
+    /// Epochs after which the worker waits for the verdict on its report.
+    pub rung_epochs: Vec<u32>,
+    /// The divergence rule's factor, when the experiment has it.
+    pub divergence: Option<f64>,
 }
 
 /// How a call about a leased trial ended, once transient failures were retried away.
@@ -115,6 +122,9 @@ pub struct Leased {
 #[must_use]
 pub enum Answer {
     Ok,
+    /// A stopping rule ended the trial (an answer to a report): train no further, upload the
+    /// artifacts, then `Finish`. The text says which rule and why.
+    Stop(String),
     /// The coordinator no longer holds this attempt for this worker: it took the trial back
     /// (FAILED_PRECONDITION), or it restarted and forgot this worker (NOT_FOUND). The
     /// attempt's lost flag is raised; the trial resumes elsewhere from its last checkpoint.
@@ -300,7 +310,7 @@ impl Coordinator {
     }
 
     /// Reports one finished epoch of `a` with the state after it (empty: none) and this
-    /// process's GPU memory ([`crate::gpu::process_memory`]).
+    /// process's GPU memory ([`crate::gpu::process_memory`]); the answer may stop the trial.
     pub async fn report(
         &self,
         a: &Attempt,
@@ -314,12 +324,48 @@ impl Coordinator {
             metrics: Some(metrics.into()),
             checkpoint,
             gpu_peak_memory_bytes,
+            diverged: None,
         };
-        self.about(a, "report", |mut c| {
-            let r = req.clone();
-            async move { c.report_epoch(r).await }
-        })
-        .await
+        self.reported(a, req).await
+    }
+
+    /// Reports that epoch `epoch` of `a` came out with `loss` = `value`, not a finite number
+    /// (under the divergence rule): the answer stops the trial.
+    pub async fn diverged(
+        &self,
+        a: &Attempt,
+        epoch: u32,
+        loss: &str,
+        value: f64,
+    ) -> Result<Answer> {
+        let req = pb::ReportEpochRequest {
+            worker_id: a.worker_id.clone(),
+            trial: Some(a.wire()),
+            metrics: None,
+            checkpoint: Vec::new(),
+            gpu_peak_memory_bytes: None,
+            diverged: Some(pb::Diverged {
+                epoch,
+                loss: loss.to_owned(),
+                value,
+            }),
+        };
+        self.reported(a, req).await
+    }
+
+    /// One `ReportEpoch` about `a`: a stop in its answer is [`Answer::Stop`].
+    async fn reported(&self, a: &Attempt, req: pb::ReportEpochRequest) -> Result<Answer> {
+        let answer = self
+            .call("report", |mut c| {
+                let r = req.clone();
+                async move { c.report_epoch(r).await }
+            })
+            .await;
+        match answer {
+            Ok(r) if r.stop => Ok(Answer::Stop(r.stop_reason)),
+            Ok(_) => Ok(Answer::Ok),
+            Err(e) => lost(a, e),
+        }
     }
 
     /// Uploads one artifact of `a`, `name` with contents `bytes`, in chunks.
@@ -368,13 +414,7 @@ impl Coordinator {
     {
         match self.call(what, f).await {
             Ok(_) => Ok(Answer::Ok),
-            Err(e) => match (classify(&e), e) {
-                (Failure::UnknownWorker | Failure::NotHeld, Error::Rpc(s)) => {
-                    a.lose();
-                    Ok(Answer::LeaseLost(s))
-                }
-                (_, e) => Err(e),
-            },
+            Err(e) => lost(a, e),
         }
     }
 
@@ -417,6 +457,18 @@ impl Coordinator {
     }
 }
 
+/// The failed call `e` about attempt `a`: a lost lease is an answer (and raises `a`'s flag),
+/// anything else an error.
+fn lost(a: &Attempt, e: Error) -> Result<Answer> {
+    match (classify(&e), e) {
+        (Failure::UnknownWorker | Failure::NotHeld, Error::Rpc(s)) => {
+            a.lose();
+            Ok(Answer::LeaseLost(s))
+        }
+        (_, e) => Err(e),
+    }
+}
+
 /// Attempts held by [`Coordinator::hold`]; dropping it lets them go.
 #[must_use]
 pub struct Holding<'a> {
@@ -435,10 +487,12 @@ impl Drop for Holding<'_> {
 fn offer(resp: pb::LeaseResponse, worker_id: String) -> Offer {
     match resp.outcome {
         Some(Outcome::Lease(lease)) => {
-            let hparams = match lease.hparams.map(Hyperparams::try_from) {
-                Some(Ok(h)) => Ok(h),
-                Some(Err(e)) => Err(format!("invalid hyperparameters in lease: {e}")),
-                None => Err("lease without hyperparameters".into()),
+            let goal = goal(&lease.metric, &lease.mode);
+            let hparams = match (lease.hparams.map(Hyperparams::try_from), &goal) {
+                (_, Err(e)) => Err(format!("invalid lease: {e}")),
+                (Some(Ok(h)), _) => Ok(h),
+                (Some(Err(e)), _) => Err(format!("invalid hyperparameters in lease: {e}")),
+                (None, _) => Err("lease without hyperparameters".into()),
             };
             Offer::Trial(Leased {
                 attempt: Attempt {
@@ -450,6 +504,9 @@ fn offer(resp: pb::LeaseResponse, worker_id: String) -> Offer {
                 hparams,
                 start_epoch: lease.start_epoch,
                 checkpoint: lease.checkpoint,
+                goal: goal.unwrap_or_default(),
+                rung_epochs: lease.rung_epochs,
+                divergence: lease.divergence_factor,
             })
         }
         Some(Outcome::Wait(w)) => Offer::Wait(Duration::from_millis(u64::from(
@@ -457,6 +514,21 @@ fn offer(resp: pb::LeaseResponse, worker_id: String) -> Offer {
         ))),
         Some(Outcome::Done(_)) | None => Offer::Done,
     }
+}
+
+/// The lease's metric and mode (empty: validation accuracy, its natural direction).
+fn goal(metric: &str, mode: &str) -> Result<Goal, String> {
+    let metric = match metric {
+        "" => Metric::ValAcc,
+        m => m.parse::<Metric>()?,
+    };
+    let mode = match mode {
+        "" => metric.natural_mode(),
+        "max" => Mode::Max,
+        "min" => Mode::Min,
+        m => return Err(format!("mode {m:?} is not \"max\" or \"min\"")),
+    };
+    Ok(Goal::new(metric, mode))
 }
 
 /// `bytes` as the chunks of one upload: the first names the attempt and the artifact (an
@@ -583,6 +655,7 @@ mod tests {
                 hparams,
                 start_epoch: 1,
                 checkpoint: vec![1, 2, 3],
+                ..Default::default()
             })),
         }
     }
@@ -620,6 +693,26 @@ mod tests {
             .hparams
             .unwrap_err()
             .starts_with("invalid hyperparameters in lease"));
+
+        let mut odd = lease(Some((&Hyperparams::default()).into()));
+        if let Some(Outcome::Lease(l)) = &mut odd.outcome {
+            l.metric = "val_loss".into();
+            l.rung_epochs = vec![1, 3];
+            l.divergence_factor = Some(2.0);
+        }
+        let Offer::Trial(l) = offer(odd, "w1".into()) else {
+            panic!("not a trial")
+        };
+        assert_eq!(l.goal, Goal::new(Metric::ValLoss, Mode::Min));
+        assert_eq!((l.rung_epochs, l.divergence), (vec![1, 3], Some(2.0)));
+        let mut bad_mode = lease(Some((&Hyperparams::default()).into()));
+        if let Some(Outcome::Lease(l)) = &mut bad_mode.outcome {
+            l.mode = "up".into();
+        }
+        let Offer::Trial(l) = offer(bad_mode, "w1".into()) else {
+            panic!("not a trial")
+        };
+        assert!(l.hparams.unwrap_err().contains("mode \"up\""));
 
         let wait = |ms| pb::LeaseResponse {
             outcome: Some(Outcome::Wait(pb::Wait { retry_after_ms: ms })),

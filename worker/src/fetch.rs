@@ -4,9 +4,10 @@
 //! fetched from the coordinator with `FetchDataset` into that cache.
 //!
 //! A folder the user named (`--data-dir`, `FASHION_MNIST_DIR`) wins and is never second-guessed:
-//! without the files there the worker stops and says so. The fetch happens before `Register`,
-//! so a worker that can get no data exits without registering (`coordinator run` gives up on a
-//! local worker that does that three times in a row). Every file is written under a temporary
+//! without the files there the worker stops and says so. The data is loaded at the first trial
+//! that trains, while its lease is held (a worker that runs only synthetic trials loads none):
+//! a worker that can get no data fails that lease as retryable, not the trial's fault, and
+//! exits with the reason. Every file is written under a temporary
 //! name, its size and MD5 checked, then renamed (see [`dataset::cache`]); under the cache's lock,
 //! so that the slots of one machine fetch one copy: the first fetches, the others wait and
 //! verify what it left. A download cut in the middle is tried again (the files already whole

@@ -10,6 +10,15 @@
 //!
 //! Every `ReportEpoch` carries the trial's checkpoint after that epoch; a lease with
 //! `start_epoch > 0` comes with the checkpoint to restore, and training continues after it.
+//!
+//! Stopping (issue 12): after an epoch the lease lists as a rung, training waits for the
+//! answer to its report (elsewhere it trains on while the report is in flight); an answer
+//! that stops the trial ends training there. Under the divergence rule the worker stops by
+//! itself when the training loss rises past the factor (the coordinator reaches the same
+//! verdict from the same numbers), and reports a non-finite loss as such instead of metrics.
+//! A stopped trial uploads its artifacts (the best epoch's, as every trial) and `Finish`es.
+//! Trials that train nothing (`--noop`, the synthetic objective) are [`crate::synthetic`]'s;
+//! the data is loaded at the first trial that trains.
 //! When the coordinator restarts, it no longer knows this worker's id (NOT_FOUND): the worker
 //! registers again and goes on leasing; the trials it was training are abandoned (their
 //! reports are rejected) and resume elsewhere from their last checkpoint.
@@ -18,10 +27,13 @@ use crate::cli::JoinArgs;
 use crate::client::{Answer, Attempt, Coordinator, Leased, Offer};
 use crate::connect::Connection;
 use crate::data::Subset;
+use crate::synthetic::{run_noop, run_synthetic};
 use crate::train::Trial;
 use crate::{device, Error, Result};
 use proto::pb;
-use proto::{Artifact, EpochMetrics, Hyperparams};
+use proto::{Artifact, EpochMetrics, Hyperparams, Objective};
+use results_format::Goal;
+use search::stop::divergence::{self, DivergenceConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,8 +52,14 @@ type Epoch = (EpochMetrics, Vec<u8>, u64, Option<u64>);
 
 struct Ctx {
     coord: Arc<Coordinator>,
-    /// `None` with `--noop`.
-    data: Option<Arc<dataset::FashionMnist>>,
+    /// `--noop`: every trial reports made-up metrics.
+    noop: bool,
+    /// Where Fashion-MNIST is looked for, and the coordinator it is fetched from when it is
+    /// nowhere here (fetch.rs): loaded at the first trial that trains.
+    data_args: dataset::cli::DataArgs,
+    conn: Connection,
+    budget: Duration,
+    data: tokio::sync::OnceCell<Arc<dataset::FashionMnist>>,
     subset: Subset,
     device: Device,
     threads: usize,
@@ -74,25 +92,16 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // Plaintext or TLS, with the token interceptor: see connect.rs.
     let conn = Connection::from_args(&args)?;
     let budget = Duration::from_secs(args.reconnect_timeout);
-    // Before registering: a worker that can get no data leaves without having registered
-    // (fetch.rs; the data may come from the coordinator).
-    let data = if args.noop {
-        None
-    } else {
-        let rpc = Coordinator::connect(&conn, budget).await?;
-        Some(Arc::new(
-            crate::fetch::load(&args.data, &conn, &rpc, budget).await?,
-        ))
-    };
-    // Connected afresh: loading may have taken a while (another slot fetching), and a
-    // coordinator gone meanwhile is then "unreachable", retried within the budget, not a
-    // refused registration.
     let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, threads), budget).await?);
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
         coord,
-        data,
+        noop: args.noop,
+        data_args: args.data.clone(),
+        conn,
+        budget,
+        data: tokio::sync::OnceCell::new(),
         subset: Subset {
             train: args.data.train_limit,
             test: args.data.test_limit,
@@ -127,6 +136,22 @@ fn registration(name: String, dev: Device, threads: usize) -> pb::RegisterReques
         cuda_version: build.cuda.unwrap_or_default().into(),
         host: crate::gpu::host(),
         device_name: crate::gpu::device_name(dev),
+    }
+}
+
+impl Ctx {
+    /// Fashion-MNIST, found here or fetched from the coordinator into the cache (fetch.rs), read
+    /// and verified the first time a trial trains: a worker that only runs synthetic trials
+    /// loads no data.
+    async fn data(&self) -> Result<Arc<dataset::FashionMnist>> {
+        self.data
+            .get_or_try_init(|| async {
+                let rpc = Coordinator::connect(&self.conn, self.budget).await?;
+                let data = crate::fetch::load(&self.data_args, &self.conn, &rpc, self.budget);
+                Ok::<_, Error>(Arc::new(data.await?))
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -168,10 +193,13 @@ async fn heartbeat_loop(ctx: Arc<Ctx>) {
 async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
     loop {
         match ctx.coord.lease().await? {
-            Offer::Trial(leased) => match (leased.hparams.clone(), &ctx.data) {
-                (Err(reason), _) => refuse(&ctx.coord, &leased.attempt, &reason).await?,
-                (Ok(h), Some(data)) => run_trial(&ctx, data, slot, leased, h).await?,
-                (Ok(h), None) => run_noop(&ctx.coord, leased, &h).await?,
+            Offer::Trial(leased) => match leased.hparams.clone() {
+                Err(reason) => refuse(&ctx.coord, &leased.attempt, &reason).await?,
+                Ok(h) if h.objective == Objective::Synthetic => {
+                    run_synthetic(&ctx.coord, leased, &h).await?
+                }
+                Ok(h) if ctx.noop => run_noop(&ctx.coord, leased, &h).await?,
+                Ok(h) => run_trial(&ctx, slot, leased, h).await?,
             },
             Offer::Wait(pause) => tokio::time::sleep(pause).await,
             Offer::Done => return Ok(()),
@@ -189,7 +217,7 @@ async fn refuse(coord: &Coordinator, attempt: &Attempt, reason: &str) -> Result<
 }
 
 /// Logs that the coordinator took `attempt` back; the slot leases anew.
-fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
+pub(crate) fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
     warn!(trial = %attempt.trial_id, attempt = attempt.attempt, status = %status.message(),
         "the coordinator no longer holds this lease for us; leasing anew");
 }
@@ -197,41 +225,57 @@ fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
 /// Trains one leased trial and reports it: held while it trains, each epoch forwarded as it
 /// finishes, then the call its ending calls for. Errors of the trial itself are reported to
 /// the coordinator with `Fail`; only errors talking to the coordinator come back from here.
-async fn run_trial(
-    ctx: &Ctx,
-    data: &Arc<dataset::FashionMnist>,
-    slot: usize,
-    leased: Leased,
-    h: Hyperparams,
-) -> Result<()> {
+async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Result<()> {
     let attempt = leased.attempt.clone();
     info!(slot, trial = %attempt.trial_id, attempt = attempt.attempt, label = %h.label(), "trial leased");
     let out_dir = ctx
         .scratch
         .join(format!("{}-{}", attempt.trial_id, attempt.attempt));
-    let job = Job {
-        h,
-        data: data.clone(),
-        subset: ctx.subset,
-        device: ctx.device,
-        threads: ctx.threads,
-        start_epoch: leased.start_epoch,
-        checkpoint: leased.checkpoint,
-        attempt: attempt.clone(),
-        out_dir: out_dir.clone(),
-    };
+    let rungs = leased.rung_epochs.clone();
+    let divergence = leased.divergence;
+    let (verdict_tx, verdicts) = std::sync::mpsc::channel();
     let (forwarded, joined) = {
-        // While it trains, heartbeats keep the lease alive (and may take it back).
+        // While the data loads (the first time) and the trial trains, heartbeats keep the
+        // lease alive (and may take it back).
         let _held = ctx.coord.hold(std::slice::from_ref(&attempt));
+        let data = match ctx.data().await {
+            Ok(data) => data,
+            Err(e) => {
+                // Another worker may have the data: the trial is not to blame.
+                let reason = format!("this worker cannot read the data: {e}");
+                if let Answer::LeaseLost(s) = ctx.coord.fail(&attempt, &reason, true).await? {
+                    lease_lost(&attempt, &s);
+                }
+                return Err(e);
+            }
+        };
+        let job = Job {
+            h,
+            data,
+            subset: ctx.subset,
+            device: ctx.device,
+            threads: ctx.threads,
+            start_epoch: leased.start_epoch,
+            checkpoint: leased.checkpoint,
+            attempt: attempt.clone(),
+            out_dir: out_dir.clone(),
+            goal: leased.goal,
+            rungs: rungs.clone(),
+            divergence,
+            verdicts,
+        };
         let (epochs, training) = start_training(job, slot)?;
-        let forwarded = forward_epochs(&ctx.coord, &attempt, epochs).await;
+        let forwarded = forward_epochs(&ctx.coord, &attempt, epochs, &rungs, verdict_tx).await;
         (forwarded, join_training(training).await)
     };
     let result = match forwarded {
-        Ok(Forwarded::All) => conclude(&ctx.coord, &attempt, ending(joined), &out_dir).await,
+        Ok(Forwarded::All) => {
+            let ending = ending(joined, divergence.is_some());
+            conclude(&ctx.coord, &attempt, ending, &out_dir).await
+        }
         // A report was refused: the trial is someone else's now (or will be once its lease
         // lapses), nothing more to say about it.
-        Ok(Forwarded::Stopped) => Ok(()),
+        Ok(Forwarded::Refused) => Ok(()),
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&out_dir);
@@ -250,8 +294,23 @@ struct Job {
     checkpoint: Vec<u8>,
     /// Its lost flag stops training at the next epoch.
     attempt: Attempt,
-    /// Where the artifacts go once every epoch is trained.
+    /// Where the artifacts go once training ends.
     out_dir: PathBuf,
+    /// What the best epoch is chosen on: the artifacts are that epoch's.
+    goal: Goal,
+    /// After these epochs training waits for the verdict on the report.
+    rungs: Vec<u32>,
+    /// The divergence rule's factor, if the experiment has the rule.
+    divergence: Option<f64>,
+    /// The verdicts on reports of rung epochs, from the task that reports.
+    verdicts: std::sync::mpsc::Receiver<Verdict>,
+}
+
+/// The answer to the report of a rung epoch.
+#[derive(Debug)]
+enum Verdict {
+    Continue,
+    Stop(String),
 }
 
 /// Starts training `job` on an OS thread of its own: each finished epoch comes out of the
@@ -269,14 +328,17 @@ fn start_training(
     Ok((rx, thread))
 }
 
-/// The training thread: resume or start, train every remaining epoch into `epochs`, write the
-/// artifacts. Stops with [`Error::Abandoned`] when the lease is lost or nobody listens.
+/// The training thread: resume or start, train every remaining epoch into `epochs` (waiting
+/// for the verdict at rungs), write the artifacts (the best epoch's) once training ends, by
+/// itself or stopped by a rule. Stops with [`Error::Abandoned`] when the lease is lost or
+/// nobody listens.
 fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
     device::set_threads(job.threads);
     let mut trial = start_or_resume(&job)?;
     trial.checkpoint_every_epoch = true;
     let samples = u64::try_from(trial.splits.train.len()).unwrap_or(0);
-    trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
+    let mut first_train_loss = trial.history.first().map(|m| m.train_loss);
+    let trained = trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
                 "the coordinator re-leased this trial".into(),
@@ -290,19 +352,52 @@ fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
                 samples,
                 gpu_memory,
             ))
-            .map_err(|_| Error::Abandoned("reporting stopped".into()))
-    })?;
+            .map_err(|_| Error::Abandoned("reporting stopped".into()))?;
+        if let Some(why) = exploded(job.divergence, &mut first_train_loss, m) {
+            return Err(Error::Stopped(why));
+        }
+        if job.rungs.contains(&m.epoch) {
+            match job.verdicts.recv() {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Stop(why)) => return Err(Error::Stopped(why)),
+                Err(_) => return Err(Error::Abandoned("reporting stopped".into())),
+            }
+        }
+        Ok(())
+    });
     drop(epochs);
+    match trained {
+        Ok(()) | Err(Error::Stopped(_)) => {}
+        Err(Error::Diverged { .. }) if job.divergence.is_some() => {}
+        Err(e) => return Err(e),
+    }
     trial.save_artifacts(
         &job.out_dir,
         serde_json::json!({ "threads": job.threads, "device": device::device_name(job.device) }),
-    )
+    )?;
+    trained
+}
+
+/// Under the divergence rule, why epoch `m` ends the trial when its training loss rose above
+/// the factor times the first epoch's (`first` is set at the first epoch); the coordinator
+/// gets the same verdict from the same numbers (`search::stop::divergence`).
+fn exploded(factor: Option<f64>, first: &mut Option<f64>, m: &EpochMetrics) -> Option<String> {
+    let config = DivergenceConfig { factor: factor? };
+    let baseline = *first;
+    first.get_or_insert(m.train_loss);
+    let val_loss = (!m.val_loss.is_nan()).then_some(m.val_loss);
+    divergence::check(config, baseline, m.train_loss, val_loss)
+        .map(|d| format!("diverged at epoch {}: {d:?}", m.epoch))
 }
 
 /// The trial, restored from the lease's checkpoint when it has one. An unusable checkpoint
 /// is dropped: epochs retrained from scratch are answered `duplicate`, slower, never wrong.
 fn start_or_resume(job: &Job) -> Result<Trial> {
-    let new = || Trial::new(&job.h, &job.data, job.subset, job.device);
+    let new = || {
+        let mut t = Trial::new(&job.h, &job.data, job.subset, job.device)?;
+        t.set_goal(job.goal);
+        Ok::<_, Error>(t)
+    };
     let mut trial = new()?;
     if job.start_epoch > 0 {
         match trial.restore(&job.checkpoint) {
@@ -321,15 +416,18 @@ fn start_or_resume(job: &Job) -> Result<Trial> {
 enum Forwarded {
     All,
     /// The coordinator refused a report: training is told to stop, the trial is abandoned.
-    Stopped,
+    Refused,
 }
 
 /// Reports each epoch as training hands it over, until training ends or a report is
-/// refused. Dropping `epochs` on return stops training at its next epoch.
+/// refused; the answer to a rung epoch's report goes back to training through `verdicts`.
+/// Dropping `epochs` on return stops training at its next epoch.
 async fn forward_epochs(
     coord: &Coordinator,
     attempt: &Attempt,
     mut epochs: mpsc::Receiver<Epoch>,
+    rungs: &[u32],
+    verdicts: std::sync::mpsc::Sender<Verdict>,
 ) -> Result<Forwarded> {
     while let Some((m, mut checkpoint, samples, gpu_memory)) = epochs.recv().await {
         coord.epoch_trained(samples, m.seconds, gpu_memory);
@@ -343,6 +441,15 @@ async fn forward_epochs(
         let refused = match coord.report(attempt, &m, checkpoint, gpu_memory).await {
             Ok(Answer::Ok) => {
                 info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, gpu_memory, "epoch finished");
+                if rungs.contains(&m.epoch) {
+                    let _ = verdicts.send(Verdict::Continue);
+                }
+                continue;
+            }
+            Ok(Answer::Stop(why)) => {
+                info!(trial = %attempt.trial_id, epoch = m.epoch, reason = %why, "trial stopped by a rule");
+                // Training waits at a rung for this; elsewhere (divergence) it stopped itself.
+                let _ = verdicts.send(Verdict::Stop(why));
                 continue;
             }
             Ok(Answer::LeaseLost(s)) => s,
@@ -352,7 +459,7 @@ async fn forward_epochs(
             Err(e) => return Err(e),
         };
         warn!(trial = %attempt.trial_id, attempt = attempt.attempt, status = %refused.message(), "report rejected, abandoning the trial");
-        return Ok(Forwarded::Stopped);
+        return Ok(Forwarded::Refused);
     }
     Ok(Forwarded::All)
 }
@@ -365,10 +472,19 @@ async fn join_training(thread: JoinHandle<Result<()>>) -> std::thread::Result<Re
 }
 
 /// The call that ends a trial, decided from how its training thread ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum Ending {
     /// Every epoch trained and the artifacts written: upload them, then `Finish`.
     Finish,
+    /// A rule stopped the trial and the artifacts are written: upload them, then `Finish`.
+    Stopped(String),
+    /// Under the divergence rule, a loss came out non-finite (the artifacts of the epochs
+    /// before it are written): report it, upload them, then `Finish`.
+    Diverged {
+        epoch: u32,
+        loss: &'static str,
+        value: f64,
+    },
     /// `Fail`, saying whether another attempt could succeed.
     Fail { reason: String, retryable: bool },
     /// Training stopped because the lease was lost: the trial is someone else's, nothing to
@@ -376,16 +492,23 @@ enum Ending {
     Abandoned(String),
 }
 
-/// How the training thread ended, as the call to make. A panic is a failure like any other,
-/// reported at once (retryable: it may be this machine's), so that the trial does not wait
-/// out its lease.
-fn ending(joined: std::thread::Result<Result<()>>) -> Ending {
+/// How the training thread ended, as the call to make (`divergence_rule`: the experiment has
+/// the divergence rule, which makes a non-finite loss a stop rather than a failure). A panic
+/// is a failure like any other, reported at once (retryable: it may be this machine's), so
+/// that the trial does not wait out its lease.
+fn ending(joined: std::thread::Result<Result<()>>, divergence_rule: bool) -> Ending {
     let failed = |e: Error| Ending::Fail {
         reason: e.to_string(),
         retryable: e.is_retryable(),
     };
     match joined {
         Ok(Ok(())) => Ending::Finish,
+        Ok(Err(Error::Stopped(why))) => Ending::Stopped(why),
+        Ok(Err(Error::Diverged { epoch, which, loss })) if divergence_rule => Ending::Diverged {
+            epoch,
+            loss: which,
+            value: loss,
+        },
         Ok(Err(Error::Abandoned(why))) => Ending::Abandoned(why),
         Ok(Err(e)) => failed(e),
         Err(panic) => failed(Error::Panicked(panic_message(panic.as_ref()))),
@@ -419,6 +542,20 @@ async fn conclude(
             }
             answer
         }
+        Ending::Stopped(why) => {
+            let answer = upload_and_finish(coord, attempt, dir).await?;
+            if let Answer::Ok = answer {
+                info!(trial = %trial, attempt = n, reason = %why, "stopped trial ended with its artifacts");
+            }
+            answer
+        }
+        Ending::Diverged { epoch, loss, value } => {
+            warn!(trial = %trial, attempt = n, epoch, loss, value, "training diverged, stopping the trial");
+            match coord.diverged(attempt, epoch, loss, value).await? {
+                Answer::Stop(_) | Answer::Ok => upload_and_finish(coord, attempt, dir).await?,
+                lost @ Answer::LeaseLost(_) => lost,
+            }
+        }
         Ending::Abandoned(why) => {
             warn!(trial = %trial, attempt = n, %why, "trial abandoned");
             return Ok(());
@@ -434,14 +571,19 @@ async fn conclude(
     Ok(())
 }
 
-/// Uploads the artifacts in `dir`, then `Finish`.
+/// Uploads the artifacts in `dir`, then `Finish`. `config.json` is always there; the model
+/// and predictions are not when no epoch was ever best (a trial that diverged in its first).
 async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -> Result<Answer> {
     for artifact in Artifact::ALL {
         let name = artifact.file_name();
         let path = dir.join(name);
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| Error::io(&path, e))?;
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && artifact != Artifact::Config => {
+                continue
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         if let lost @ Answer::LeaseLost(_) = coord.upload(attempt, name, &bytes).await? {
             return Ok(lost);
         }
@@ -449,37 +591,35 @@ async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -
     coord.finish(attempt).await
 }
 
-/// `--noop`: every epoch (after the lease's `start_epoch`) reported at once with made-up
-/// metrics, then `Finish`.
-async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
-    let attempt = leased.attempt;
-    let _held = coord.hold(std::slice::from_ref(&attempt));
-    for epoch in leased.start_epoch.saturating_add(1)..=h.epochs {
-        let acc = 0.5 + 0.4 * f64::from(epoch) / f64::from(h.epochs);
-        let m = EpochMetrics {
-            epoch,
-            train_loss: 1.0 - acc / 2.0,
-            train_acc: acc,
-            val_loss: 1.0 - acc / 2.0,
-            val_acc: acc,
-            test_loss: 1.0 - acc / 2.0,
-            test_acc: acc,
-            seconds: 0.0,
-        };
-        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, Vec::new(), None).await? {
-            lease_lost(&attempt, &s);
-            return Ok(());
-        }
-    }
-    if let Answer::LeaseLost(s) = coord.finish(&attempt).await? {
-        lease_lost(&attempt, &s);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worker_stops_itself_when_the_training_loss_rises_past_the_factor() {
+        let m = |epoch, train_loss| EpochMetrics {
+            epoch,
+            train_loss,
+            train_acc: 0.5,
+            val_loss: 1.0,
+            val_acc: 0.5,
+            test_loss: 1.0,
+            test_acc: 0.5,
+            seconds: 0.0,
+        };
+        let mut first = None;
+        assert_eq!(exploded(Some(3.0), &mut first, &m(1, 2.0)), None);
+        assert_eq!(first, Some(2.0));
+        assert_eq!(
+            exploded(Some(3.0), &mut first, &m(2, 6.0)),
+            None,
+            "3 × 2.0 is not above"
+        );
+        let why = exploded(Some(3.0), &mut first, &m(3, 6.5)).unwrap();
+        assert!(why.contains("epoch 3"), "{why}");
+        // Without the rule, nothing stops.
+        assert_eq!(exploded(None, &mut None, &m(3, 1e9)), None);
+    }
 
     /// The outcome of a real thread that ran `body`, as `join` hands it over.
     fn joined(
@@ -490,9 +630,10 @@ mod tests {
 
     #[test]
     fn a_panicking_training_thread_fails_its_trial_at_once() {
-        let e = ending(joined(|| {
-            panic!("index 7 is out of bounds for dimension 0")
-        }));
+        let e = ending(
+            joined(|| panic!("index 7 is out of bounds for dimension 0")),
+            false,
+        );
         assert_eq!(
             e,
             Ending::Fail {
@@ -502,12 +643,15 @@ mod tests {
         );
         // A formatted panic carries a `String`.
         let layer = 3;
-        let e = ending(joined(move || panic!("layer {layer} got a wrong shape")));
+        let e = ending(
+            joined(move || panic!("layer {layer} got a wrong shape")),
+            false,
+        );
         assert!(
             matches!(&e, Ending::Fail { reason, retryable: true } if reason.ends_with("layer 3 got a wrong shape")),
             "{e:?}"
         );
-        let e = ending(joined(|| std::panic::panic_any(42)));
+        let e = ending(joined(|| std::panic::panic_any(42)), false);
         assert!(
             matches!(&e, Ending::Fail { reason, retryable: true } if reason.contains("without a message")),
             "{e:?}"
@@ -516,20 +660,40 @@ mod tests {
 
     #[test]
     fn a_trained_trial_finishes_a_lost_one_is_left_and_a_failed_one_says_so() {
-        assert_eq!(ending(joined(|| Ok(()))), Ending::Finish);
+        assert_eq!(ending(joined(|| Ok(())), false), Ending::Finish);
         assert_eq!(
-            ending(joined(|| Err(Error::Abandoned("reporting stopped".into())))),
+            ending(
+                joined(|| Err(Error::Abandoned("reporting stopped".into()))),
+                false
+            ),
             Ending::Abandoned("reporting stopped".into())
         );
-        assert_eq!(
-            ending(joined(|| Err(Error::Diverged {
+        let diverged = || {
+            Err(Error::Diverged {
                 epoch: 2,
-                loss: f64::NAN
-            }))),
+                which: "train_loss",
+                loss: f64::INFINITY,
+            })
+        };
+        assert_eq!(
+            ending(joined(diverged), false),
             Ending::Fail {
-                reason: "training diverged: loss is NaN at epoch 2".into(),
+                reason: "training diverged: train_loss is inf at epoch 2".into(),
                 retryable: false,
             }
+        );
+        // Under the divergence rule it is a stop, reported as such.
+        assert_eq!(
+            ending(joined(diverged), true),
+            Ending::Diverged {
+                epoch: 2,
+                loss: "train_loss",
+                value: f64::INFINITY
+            }
+        );
+        assert_eq!(
+            ending(joined(|| Err(Error::Stopped("asha".into()))), false),
+            Ending::Stopped("asha".into())
         );
         let io = || {
             Err(Error::io(
@@ -538,7 +702,7 @@ mod tests {
             ))
         };
         assert!(matches!(
-            ending(joined(io)),
+            ending(joined(io), false),
             Ending::Fail {
                 retryable: true,
                 ..

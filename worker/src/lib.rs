@@ -3,7 +3,8 @@
 //! This is the only crate that links libtorch. [`data`] turns the Fashion-MNIST bytes of the
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
 //! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
-//! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`];
+//! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`], keeping
+//! its [`best`] epoch's weights for the artifacts;
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
 //! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
@@ -12,6 +13,7 @@
 //! or fetches it from the coordinator into the cache; [`device`] places each slot on its
 //! device, and [`gpu`] names the device and reads its memory (NVML).
 
+pub mod best;
 pub mod build_info;
 pub mod checkpoint;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod join;
 pub mod model;
 pub mod sgd;
 pub mod slots;
+pub mod synthetic;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -57,8 +60,17 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("training diverged: loss is {loss} at epoch {epoch}")]
-    Diverged { epoch: u32, loss: f64 },
+    /// A loss (`which`: train_loss, val_loss or test_loss) came out NaN or infinite.
+    #[error("training diverged: {which} is {loss} at epoch {epoch}")]
+    Diverged {
+        epoch: u32,
+        which: &'static str,
+        loss: f64,
+    },
+    /// A stopping rule ended the trial (issue 12): its artifacts are written, then it ends
+    /// as `stopped`.
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// A checkpoint that cannot resume this trial: unreadable, truncated, of another trial or
     /// data subset, or missing a tensor.
     #[error("cannot resume from this checkpoint: {0}")]
@@ -93,6 +105,7 @@ impl Error {
         !matches!(
             self,
             Error::Diverged { .. }
+                | Error::Stopped(_)
                 | Error::InvalidArgument(_)
                 | Error::Checkpoint(_)
                 | Error::Refused(_)
@@ -116,6 +129,7 @@ mod tests {
             Error::Checkpoint("truncated".into()),
             Error::Diverged {
                 epoch: 1,
+                which: "train_loss",
                 loss: f64::NAN,
             },
         ] {

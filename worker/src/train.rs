@@ -22,8 +22,10 @@
 //! - **epoch:** the number of finished epochs, plus their metrics.
 //!
 //! The SGD is [`crate::sgd`]; the checkpoint's bytes and the checks before a restore are
-//! [`crate::checkpoint`].
+//! [`crate::checkpoint`]; the best epoch's weights, which the artifacts are written from,
+//! [`crate::best`].
 
+use crate::best::BestWeights;
 use crate::checkpoint::{self, Identity, Layout, State};
 use crate::data::{self, Splits, TensorSplit};
 use crate::model::Net;
@@ -97,6 +99,9 @@ pub struct Trial {
     pub history: Vec<EpochMetrics>,
     /// Serialize a checkpoint after every epoch and hand it to the sink (default false).
     pub checkpoint_every_epoch: bool,
+    /// The best epoch on the trial's goal (validation accuracy unless [`Trial::set_goal`]) and
+    /// its weights: what the artifacts hold.
+    pub best: BestWeights,
     epochs_done: u32,
     opt: Sgd,
 }
@@ -126,6 +131,7 @@ impl Trial {
             splits,
             history: Vec::new(),
             checkpoint_every_epoch: false,
+            best: BestWeights::new(results_format::Goal::default()),
             epochs_done: 0,
             opt,
         })
@@ -134,6 +140,11 @@ impl Trial {
     /// Epochs finished so far (trained here or restored from a checkpoint).
     pub fn epochs_done(&self) -> u32 {
         self.epochs_done
+    }
+
+    /// Judges epochs on `goal` (the lease's metric and mode); call before training.
+    pub fn set_goal(&mut self, goal: results_format::Goal) {
+        self.best = BestWeights::new(goal);
     }
 
     /// Trains the remaining epochs (`epochs_done + 1 ..= hparams.epochs`), handing each one's
@@ -146,6 +157,7 @@ impl Trial {
             if !train_loss.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
+                    which: "train_loss",
                     loss: train_loss,
                 });
             }
@@ -157,6 +169,14 @@ impl Trial {
                 None => (f64::NAN, f64::NAN),
             };
             let (test_loss, test_acc, _) = evaluate(&self.net, &self.splits.test, false);
+            // A loss that is not a number cannot be reported (the wire refuses it): the trial
+            // diverged, which its worker reports as such.
+            let val = self.splits.validation.as_ref().map(|_| val_loss);
+            for (which, loss) in [("val_loss", val), ("test_loss", Some(test_loss))] {
+                if let Some(loss) = loss.filter(|l| !l.is_finite()) {
+                    return Err(Error::Diverged { epoch, which, loss });
+                }
+            }
             let m = EpochMetrics {
                 epoch,
                 train_loss,
@@ -169,6 +189,7 @@ impl Trial {
             };
             self.epochs_done = epoch;
             self.history.push(m);
+            self.best.observe(&m, &self.vs);
             let checkpoint = if self.checkpoint_every_epoch {
                 Some(self.checkpoint()?)
             } else {
@@ -212,12 +233,15 @@ impl Trial {
     /// bytes ([`checkpoint::encode`]): weights, momentum buffers, the finished epochs'
     /// metrics, and metadata naming the trial, its seed, its data subset and the epoch.
     pub fn checkpoint(&self) -> Result<Vec<u8>> {
+        let (best_epoch, best) = self.best.for_checkpoint(self.epochs_done);
         checkpoint::encode(State {
             identity: self.identity(),
             epoch: self.epochs_done,
             variables: self.vs.variables().into_iter().collect(),
             momentum: self.opt.momentum_buffers().collect(),
             history: &self.history,
+            best_epoch,
+            best,
         })
     }
 
@@ -239,6 +263,7 @@ impl Trial {
             }),
         };
         let restored = checkpoint::decode(bytes, &layout)?;
+        let best = self.best.derive(&restored.history, restored.best_epoch)?;
 
         // Checked: now change the trial.
         tch::no_grad(|| -> Result<()> {
@@ -248,6 +273,8 @@ impl Trial {
             Ok(())
         })?;
         self.opt.set_momentum_buffers(&restored.momentum)?;
+        self.best
+            .install(best, restored.epoch, restored.best, &self.vs);
         self.history = restored.history;
         self.epochs_done = restored.epoch;
         Ok(restored.epoch)
@@ -272,13 +299,21 @@ impl Trial {
             .expect("asked for probabilities")
     }
 
-    /// Writes the trial's artifacts ([`Artifact::ALL`]) into `dir`, each file whole.
+    /// Writes the trial's artifacts ([`Artifact::ALL`]) into `dir`, each file whole: the model
+    /// and the test-set predictions of its best epoch (whose weights are put back in the
+    /// network first, so the trial is done training after this). A trial without a best
+    /// epoch (it diverged in its first) gets `config.json` alone.
     pub fn save_artifacts(&self, dir: &Path, extra: serde_json::Value) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let best_epoch = self.best.load_into(&self.vs)?;
+        let goal = self.best.goal();
         let config = serde_json::json!({
             "trial_id": self.hparams.trial_id(),
             "hparams": self.hparams,
             "history": self.history,
+            "best_epoch": best_epoch,
+            "metric": goal.metric.as_str(),
+            "mode": goal.mode.as_str(),
             "device": format!("{:?}", self.device),
             "libtorch": crate::LIBTORCH_VERSION,
             "worker": extra,
@@ -286,6 +321,9 @@ impl Trial {
         let text = serde_json::to_string_pretty(&config).expect("json of plain data");
         let path = dir.join(Artifact::Config.file_name());
         stdx::fs::write_atomically(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))?;
+        if best_epoch.is_none() {
+            return Ok(());
+        }
         // tch writes by path and picks safetensors from the extension.
         let path = dir.join(Artifact::Model.file_name());
         stdx::fs::write_atomically_to_path(&path, |p| self.vs.save(p))

@@ -688,3 +688,100 @@ fn the_hand_written_sgd_steps_as_libtorchs() {
         );
     }
 }
+
+/// The accuracy of `predictions.safetensors` in `dir`: the argmax of each row against its label.
+fn predictions_accuracy(dir: &std::path::Path) -> f64 {
+    let preds = tch::Tensor::read_safetensors(dir.join("predictions.safetensors")).unwrap();
+    let get = |name: &str| &preds.iter().find(|(n, _)| n == name).unwrap().1;
+    let (probs, labels) = (get("probs"), get("labels"));
+    let correct = probs
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .sum(tch::Kind::Int64)
+        .int64_value(&[]);
+    correct as f64 / labels.size()[0] as f64
+}
+
+#[test]
+fn the_artifacts_hold_the_best_epochs_weights_even_after_a_resume() {
+    use results_format::{Goal, Metric, Mode};
+    // Judged on the lowest validation accuracy, so that the best epoch is not the last:
+    // the artifacts must be that epoch's, not the last one's, and survive a resume.
+    let goal = Goal::new(Metric::ValAcc, Mode::Min);
+    let h = Hyperparams {
+        arch: Arch::Ffv1,
+        hidden: 16,
+        lr: 0.05,
+        epochs: 3,
+        ..Default::default()
+    };
+    let subset = Subset {
+        train: Some(1000),
+        test: Some(300),
+    };
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    worker::device::set_threads(1);
+    let d = data();
+    let mut first = Trial::new(&h, &d, subset, Device::Cpu).unwrap();
+    first.set_goal(goal);
+    first.checkpoint_every_epoch = true;
+    let mut checkpoints = Vec::new();
+    let stopped = first.run(&mut |m: &EpochMetrics, c: Option<&[u8]>| {
+        checkpoints.push(c.unwrap().to_vec());
+        if m.epoch == 2 {
+            return Err(worker::Error::Abandoned("simulated crash".into()));
+        }
+        Ok(())
+    });
+    assert!(matches!(stopped, Err(worker::Error::Abandoned(_))));
+    // The weights after epoch 1, to compare the saved model with.
+    let epoch1 = {
+        let mut t = Trial::new(&h, &d, subset, Device::Cpu).unwrap();
+        t.restore(&checkpoints[0]).unwrap();
+        t.vs.variables()
+    };
+    let mut resumed = Trial::new(&h, &d, subset, Device::Cpu).unwrap();
+    resumed.set_goal(goal);
+    assert_eq!(resumed.restore(&checkpoints[1]).unwrap(), 2);
+    resumed.run(&mut Vec::new()).unwrap();
+    // The one best-epoch rule, over the recorded epochs, as the report applies it.
+    let best = results_format::best::best_epoch(goal, &resumed.history)
+        .unwrap()
+        .epoch;
+    assert_eq!(resumed.best.best().map(|b| b.epoch), Some(best));
+    assert!(
+        best < 3,
+        "the test needs a best epoch before the last: {:?}",
+        resumed.history
+    );
+    let accs: Vec<f64> = resumed.history.iter().map(|m| m.val_acc).collect();
+    eprintln!("best epoch {best} of val_acc {accs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    resumed
+        .save_artifacts(dir.path(), serde_json::json!({}))
+        .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["best_epoch"], best);
+    assert_eq!(
+        (config["metric"].as_str(), config["mode"].as_str()),
+        (Some("val_acc"), Some("min"))
+    );
+    // The saved predictions score exactly the best epoch's recorded test accuracy ...
+    let recorded = resumed.history[best as usize - 1].test_acc;
+    assert_eq!(predictions_accuracy(dir.path()), recorded);
+    assert_ne!(
+        recorded, resumed.history[2].test_acc,
+        "epochs 1 and 3 must differ to tell"
+    );
+    // ... and the saved model is that epoch's weights, bit for bit.
+    if best == 1 {
+        let mut vs = tch::nn::VarStore::new(Device::Cpu);
+        let _net = worker::model::Net::new(&vs.root(), &h);
+        vs.load(dir.path().join("model.safetensors")).unwrap();
+        for (name, t) in vs.variables() {
+            assert!(t.equal(&epoch1[&name]), "{name}");
+        }
+    }
+}

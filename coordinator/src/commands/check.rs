@@ -1,27 +1,131 @@
-//! `coordinator check SWEEP`: validate a sweep file and print its trial table, running nothing.
+//! `coordinator check SWEEP`: validate a sweep file and print its trial table (a random
+//! search's sampled trials included), then each searched experiment's space and rules and
+//! the configurations two experiments share, running nothing.
 
 use crate::cli::CheckArgs;
-use crate::sweep::{self, Sweep};
+use crate::sweep::{self, ExperimentPlan, SearchKind, Sweep};
 use anyhow::Result;
 use proto::trial::canon_f64;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-/// `coordinator check`: validate and print the trial table (or, with `--quiet`, one line).
+/// `coordinator check`: validate and print the trial table and the plan (or, with
+/// `--quiet`, one line).
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let sweep = sweep::load(&args.sweep, &args.overrides.to_overrides())?;
     if args.quiet {
         println!(
-            "{}: {} trials, {} epochs, {} duplicates dropped",
+            "{}: {} trials{}, {} epochs, {} duplicates dropped",
             sweep.name,
             sweep.trials.len(),
+            suggested(&sweep),
             sweep.total_epochs(),
             sweep.duplicates_dropped
         );
     } else {
         print!("{}", render_table(&sweep));
+        print!("{}", render_plan(&sweep));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// ` (+N suggested by tpe while the sweep runs)` when a tpe experiment has trials to come.
+fn suggested(sweep: &Sweep) -> String {
+    match sweep.to_suggest() {
+        0 => String::new(),
+        n => format!(" (+{n} suggested by tpe while the sweep runs)"),
+    }
+}
+
+/// What `coordinator check` prints after the table: each experiment that searches, stops
+/// early or judges on something else than `val_acc` (its space, metric and rules), then the
+/// configurations an experiment shares with an earlier one.
+pub fn render_plan(sweep: &Sweep) -> String {
+    let mut out = String::new();
+    for e in &sweep.experiments {
+        let plain = e.search == SearchKind::Grid
+            && e.stop == search::StopRules::default()
+            && e.goal == results_format::Goal::default();
+        if !plain {
+            describe_experiment(&mut out, e);
+        }
+    }
+    let mut shared: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for s in &sweep.shared {
+        match shared
+            .iter_mut()
+            .find(|(e, f, _)| *e == s.experiment && *f == s.follows)
+        {
+            Some((_, _, ids)) => ids.push(s.trial.as_str()),
+            None => shared.push((&s.experiment, &s.follows, vec![s.trial.as_str()])),
+        }
+    }
+    for (experiment, follows, ids) in shared {
+        let _ = writeln!(
+            out,
+            "note: experiment {experiment:?} lists {} {} of experiment {follows:?} ({}): each \
+             runs once, as a trial of {follows:?}, judged by its metric and rules",
+            ids.len(),
+            plural(ids.len() as u64, "configuration", "configurations"),
+            ids.join(", ")
+        );
+    }
+    out
+}
+
+/// `experiment "x": tpe, 40 trials suggested while the sweep runs; best epoch on val_acc
+/// (max)`, then its space and stop rules, indented.
+fn describe_experiment(out: &mut String, e: &ExperimentPlan) {
+    let how = match e.search {
+        SearchKind::Grid => format!("grid of {} trials", e.trials),
+        SearchKind::Random => format!("random, {} trials drawn (in the table above)", e.trials),
+        SearchKind::Tpe => format!("tpe, {} trials suggested while the sweep runs", e.trials),
+    };
+    let _ = writeln!(
+        out,
+        "experiment {:?}: {how}; best epoch on {}",
+        e.name, e.goal
+    );
+    if let Some(space) = &e.space {
+        let lines = space.describe();
+        let width = lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, text) in lines {
+            let _ = writeln!(out, "  {name:<width$}  {text}");
+        }
+    }
+    let mut rules = Vec::new();
+    if let Some(a) = e.stop.asha {
+        rules.push(format!(
+            "asha (grace {}, reduction {})",
+            a.grace, a.reduction
+        ));
+    }
+    if let Some(m) = e.stop.median {
+        rules.push(format!(
+            "median (grace {}, min_samples {})",
+            m.grace, m.min_samples
+        ));
+    }
+    if let Some(d) = e.stop.divergence {
+        rules.push(format!("divergence (factor {})", d.factor));
+    }
+    if !rules.is_empty() {
+        let rungs = e
+            .epochs
+            .and_then(|max_t| search::Stopper::<u32>::new(&e.stop, e.goal.mode, max_t).ok())
+            .map(|s| s.rung_epochs())
+            .unwrap_or_default();
+        let waits = if rungs.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = rungs.iter().map(u32::to_string).collect();
+            format!(
+                "; workers wait for the verdict after epochs {}",
+                list.join(", ")
+            )
+        };
+        let _ = writeln!(out, "  stop: {}{waits}", rules.join(", "));
+    }
 }
 
 /// The trial table `coordinator check` prints, then a summary line
@@ -90,8 +194,9 @@ pub fn render_table(sweep: &Sweep) -> String {
     let d = sweep.duplicates_dropped;
     let _ = writeln!(
         out,
-        "{n} {}, {e} {}, {d} {} dropped",
+        "{n} {}{}, {e} {}, {d} {} dropped",
         plural(n as u64, "trial", "trials"),
+        suggested(sweep),
         plural(e, "epoch", "epochs"),
         plural(d as u64, "duplicate", "duplicates"),
     );

@@ -105,7 +105,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let side = SideListeners::bind(&args).await?;
-    let state = SweepState::open(sweep.trials.clone(), config)?;
+    let state = SweepState::open_plan(scheduler_plan(&sweep), config)?;
     announce(&sweep, &state, &dir, addr);
 
     let side = side.spawn(&state, &security);
@@ -137,8 +137,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     outcome?;
 
     let failed = summarize(&sweep, &state, &dir, started.elapsed());
-    if !args.no_report && state.progress().finished > 0 {
-        build_report(&dir).await?;
+    let progress = state.progress();
+    let trained = state
+        .records()
+        .iter()
+        .any(|r| r.hparams.objective.is_train());
+    if !args.no_report && progress.finished + progress.stopped > 0 {
+        if trained {
+            build_report(&dir).await?;
+        } else {
+            println!(
+                "no report: every trial is synthetic (no model to evaluate); see trials.parquet"
+            );
+        }
     }
     // Last: a scrape after the sweep still sees its final numbers while the report is built.
     side.stop().await;
@@ -209,12 +220,32 @@ impl SideServers {
     }
 }
 
+/// What the scheduler gets of the sweep: its trials, its experiments, the tpe suggester.
+fn scheduler_plan(sweep: &Sweep) -> crate::scheduler::Plan {
+    crate::scheduler::Plan {
+        trials: sweep.trials.clone(),
+        experiments: sweep.experiments.clone(),
+        suggester: crate::suggest::TpeSuggester::of(sweep)
+            .map(|s| Box::new(s) as Box<dyn crate::suggest::Suggester>),
+    }
+}
+
 /// Says what the folder already held (on a resume) and that the sweep starts.
 fn announce(sweep: &Sweep, state: &SweepState, dir: &ResultsDir, addr: SocketAddr) {
     let restored = state.restored();
     if state.incarnation() > 1 {
+        let stopped = if restored.stopped > 0 {
+            format!(", {} stopped", restored.stopped)
+        } else {
+            String::new()
+        };
+        let suggested = if restored.suggestions > 0 {
+            format!(" ({} stored tpe suggestions)", restored.suggestions)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "resuming {}: {} finished, {} failed{}, {} to continue, {} new",
+            "resuming {}: {} finished{stopped}, {} failed{}, {} to continue, {} new{suggested}",
             dir.path().display(),
             restored.finished,
             restored.failed + restored.retried,
@@ -230,6 +261,7 @@ fn announce(sweep: &Sweep, state: &SweepState, dir: &ResultsDir, addr: SocketAdd
     info!(
         sweep = %sweep.name,
         trials = sweep.trials.len(),
+        to_suggest = sweep.to_suggest(),
         epochs = sweep.total_epochs(),
         results = %dir.path().display(),
         %addr,
@@ -250,8 +282,13 @@ async fn linger_until_told_done(state: &SweepState) {
 /// Prints the outcome and every failed trial's reason; returns how many failed.
 fn summarize(sweep: &Sweep, state: &SweepState, dir: &ResultsDir, elapsed: Duration) -> usize {
     let progress = state.progress();
+    let stopped = if progress.stopped > 0 {
+        format!(", {} stopped early", progress.stopped)
+    } else {
+        String::new()
+    };
     println!(
-        "sweep {}: {} trials finished, {} failed in {:.1}s; results in {}",
+        "sweep {}: {} trials finished{stopped}, {} failed in {:.1}s; results in {}",
         sweep.name,
         progress.finished,
         progress.failed,

@@ -70,14 +70,23 @@ pub fn render(rows: &[TrialRow]) -> String {
             acc(r.test_acc),
             r.worker.as_deref().unwrap_or("-"),
         );
+        if let (Some(rule), Some(epoch)) = (&r.stop_rule, r.stop_epoch) {
+            let _ = writeln!(out, "{:<18} stopped at epoch {epoch} by {rule}", "");
+        }
         if let Some(e) = &r.error {
             let _ = writeln!(out, "{:<18} error: {e}", "");
         }
     }
     let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
+    // `stopped` only when a stopping rule ended some trial: the line stays what it was for
+    // sweeps without stop rules.
+    let stopped = match count(TrialStatus::Stopped) {
+        0 => String::new(),
+        n => format!("{n} stopped, "),
+    };
     let _ = writeln!(
         out,
-        "{} trials: {} finished, {} running, {} queued, {} failed",
+        "{} trials: {} finished, {stopped}{} running, {} queued, {} failed",
         rows.len(),
         count(TrialStatus::Finished),
         count(TrialStatus::Running),

@@ -187,8 +187,7 @@ impl std::fmt::Debug for Live {
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let c = (self.0)();
-        // `stopped` arrives with issue 12's early stopping: 0 until then.
-        let by_state = [c.queued, c.running, c.finished, c.failed, 0];
+        let by_state = [c.queued, c.running, c.finished, c.failed, c.stopped];
         let mut m = encoder.encode_descriptor(
             "hypersweep_trials",
             "Trials in each state.",

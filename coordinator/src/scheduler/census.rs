@@ -18,10 +18,12 @@ pub struct WorkerLoad {
 /// ([`Scheduler::census`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Census {
+    /// Queued trials, and the trials tpe experiments are still to suggest.
     pub queued: usize,
     pub running: usize,
     pub finished: usize,
     pub failed: usize,
+    pub stopped: usize,
     /// Registered workers not lost, in no particular order.
     pub workers: Vec<AliveWorker>,
 }
@@ -46,13 +48,17 @@ impl Scheduler {
 
     /// Trials by state and the workers alive (walks every trial, like [`Scheduler::progress`]).
     pub fn census(&self) -> Census {
-        let mut c = Census::default();
+        let mut c = Census {
+            queued: usize::try_from(self.to_suggest).unwrap_or(usize::MAX),
+            ..Census::default()
+        };
         for t in &self.trials {
             match t.status {
                 TrialStatus::Queued => c.queued += 1,
                 TrialStatus::Running => c.running += 1,
                 TrialStatus::Finished => c.finished += 1,
                 TrialStatus::Failed => c.failed += 1,
+                TrialStatus::Stopped => c.stopped += 1,
             }
         }
         c.workers = self

@@ -1,5 +1,7 @@
 use super::*;
+use crate::trial::DurableTrial;
 use proto::Arch;
+use results_format::Metric;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -165,7 +167,8 @@ fn expired_lease_is_requeued_first_and_the_old_attempt_is_stale() {
             trial_id: long.trial_id(),
             attempt: 1,
             worker: a.clone(),
-            failed: false
+            failed: false,
+            status: TrialStatus::Queued,
         }]
     );
     assert_eq!(s.is_lost(&a), Some(true));
@@ -496,7 +499,8 @@ fn restore_resumes_unfinished_trials_and_keeps_finished_ones() {
             retried: 0,
             resumed: 1,
             new: 1,
-            dropped: 0
+            dropped: 0,
+            ..Restored::default()
         }
     );
     let b = worker(&mut s2, "b", 4, t0);

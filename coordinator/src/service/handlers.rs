@@ -99,6 +99,12 @@ impl CoordinatorService {
     ) -> Result<Response<pb::ReportEpochResponse>, Status> {
         let worker = worker_id(r.worker_id)?;
         let (trial, attempt) = trial_attempt(r.trial)?;
+        if let Some(d) = r.diverged {
+            if r.metrics.is_some() {
+                return Err(invalid("metrics and diverged together: send one of them"));
+            }
+            return self.report_diverged(worker, trial, attempt, d).await;
+        }
         let metrics = r.metrics.ok_or_else(|| invalid("missing field metrics"))?;
         let metrics =
             EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
@@ -114,22 +120,30 @@ impl CoordinatorService {
                     ops.push(Op::Checkpoint(trial.clone(), metrics.epoch, checkpoint));
                 }
             }
-            Ok::<_, SchedulerError>(outcome)
+            Ok::<_, SchedulerError>((outcome, s.stop_of(&trial).cloned()))
         });
-        let outcome = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
+        let (outcome, stop) = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
         committed(commit, &trial, "epoch").await?;
         let duplicate = match outcome {
             ReportOutcome::Accepted(_) => {
                 info!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch,
                     val_acc = metrics.val_acc, test_acc = metrics.test_acc, "epoch finished");
+                if let Some(stop) = stop.as_ref().filter(|s| s.epoch == metrics.epoch) {
+                    info!(worker = %worker, trial = %trial, attempt, epoch = stop.epoch,
+                        rule = %stop.rule, reason = %stop.reason, "trial stopped");
+                }
                 false
             }
-            ReportOutcome::Duplicate => {
-                debug!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch, "epoch already recorded");
+            ReportOutcome::Duplicate | ReportOutcome::AfterStop => {
+                debug!(worker = %worker, trial = %trial, attempt, epoch = metrics.epoch, "epoch already recorded or past the trial's stop");
                 true
             }
         };
-        Ok(Response::new(pb::ReportEpochResponse { duplicate }))
+        Ok(Response::new(pb::ReportEpochResponse {
+            duplicate,
+            stop: stop.is_some(),
+            stop_reason: stop.map(|s| s.reason).unwrap_or_default(),
+        }))
     }
 
     /// A lease for the wire, with the checkpoint to resume from.
@@ -153,7 +167,62 @@ impl CoordinatorService {
             hparams: Some(pb::Hyperparams::from(&l.hparams)),
             start_epoch,
             checkpoint,
+            rung_epochs: l.rung_epochs,
+            metric: l.goal.metric.as_str().to_owned(),
+            mode: l.goal.mode.as_str().to_owned(),
+            divergence_factor: l.divergence,
         })
+    }
+
+    /// `ReportEpoch` with `diverged` instead of metrics: the epoch's loss was not finite.
+    async fn report_diverged(
+        &self,
+        worker: WorkerId,
+        trial: TrialId,
+        attempt: u32,
+        d: pb::Diverged,
+    ) -> Result<Response<pb::ReportEpochResponse>, Status> {
+        if d.epoch == 0 {
+            return Err(invalid("diverged.epoch: epochs are 1-based, got 0"));
+        }
+        if !["train_loss", "val_loss", "test_loss"].contains(&d.loss.as_str()) {
+            return Err(invalid(format!(
+                "diverged.loss must be train_loss, val_loss or test_loss, got {:?}",
+                clip(&d.loss, 64)
+            )));
+        }
+        if d.value.is_finite() {
+            return Err(invalid(format!(
+                "diverged.value must be NaN or infinite, got {}; report finite metrics in metrics",
+                d.value
+            )));
+        }
+        let (stop, commit) = self.state.change(|s, now, ops| {
+            let stop = s.diverged(&worker, &trial, attempt, d.epoch, &d.loss, d.value, now)?;
+            durable(s, &trial, ops);
+            Ok::<_, SchedulerError>(stop)
+        });
+        let stop = stop.map_err(|e| refused(e, &worker, "divergence report"))?;
+        committed(commit, &trial, "divergence").await?;
+        let reason = match stop {
+            Some(stop) => {
+                info!(worker = %worker, trial = %trial, attempt, epoch = d.epoch, rule = %stop.rule, reason = %stop.reason, "trial stopped");
+                stop.reason
+            }
+            None => {
+                warn!(worker = %worker, trial = %trial, attempt, epoch = d.epoch, loss = %d.loss,
+                    "trial diverged without a divergence rule: failed");
+                format!(
+                    "failed: {} is {} at epoch {} (no divergence rule)",
+                    d.loss, d.value, d.epoch
+                )
+            }
+        };
+        Ok(Response::new(pb::ReportEpochResponse {
+            duplicate: false,
+            stop: true,
+            stop_reason: reason,
+        }))
     }
 }
 
@@ -240,10 +309,29 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         use pb::lease_response::Outcome;
         let worker = worker_id(request.into_inner().worker_id)?;
-        let outcome = self.state.with_scheduler(|s, now| s.lease(&worker, now))?;
-        let outcome = match outcome {
+        // A tpe suggestion is stored with the trial's first state before the lease that
+        // carries it is answered: a restart neither loses nor draws it again.
+        let ((outcome, notices), commit) = self.state.change(|s, now, ops| {
+            let outcome = s.lease(&worker, now);
+            if let Ok(LeaseOutcome::Lease(l)) = &outcome {
+                if let Some(suggested) = &l.suggested {
+                    ops.push(Op::Suggestion(suggested.clone()));
+                    durable(s, &l.trial_id, ops);
+                }
+            }
+            (outcome, s.take_notices())
+        });
+        for notice in notices {
+            warn!(worker = %worker, "{notice}");
+        }
+        let outcome = match outcome? {
             LeaseOutcome::Lease(l) => {
                 self.state.metrics().lease_granted();
+                if let Some(suggested) = &l.suggested {
+                    committed(commit, &l.trial_id, "suggestion").await?;
+                    info!(experiment = %suggested.experiment, index = suggested.index,
+                        trial = %l.trial_id, label = %l.hparams.label(), "trial suggested");
+                }
                 Outcome::Lease(self.grant(&worker, l).await?)
             }
             LeaseOutcome::Wait => Outcome::Wait(pb::Wait {
@@ -320,7 +408,11 @@ impl Coordinator for CoordinatorService {
         });
         finished.map_err(|e| refused(e, &worker, "finish"))?;
         committed(commit, &trial, "finish").await?;
-        info!(worker = %worker, trial = %trial, attempt, "trial finished");
+        if self.state.read(|s| s.stop_of(&trial).is_some()) {
+            info!(worker = %worker, trial = %trial, attempt, "stopped trial ended with its artifacts");
+        } else {
+            info!(worker = %worker, trial = %trial, attempt, "trial finished");
+        }
         Ok(Response::new(pb::FinishResponse {}))
     }
 

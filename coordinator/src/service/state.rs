@@ -18,7 +18,7 @@ use super::dataset::DatasetServer;
 use super::{Health, Result, ServiceConfig, ServiceError};
 use crate::metrics::Metrics;
 use crate::results_writer::{EpochWriter, ResultsWriter};
-use crate::scheduler::{Progress, Restored, Scheduler, SchedulerConfig, WorkerId};
+use crate::scheduler::{Plan, Progress, Restored, Scheduler, SchedulerConfig, WorkerId};
 use crate::store::{Committer, Op, Store};
 use crate::trial::TrialSpec;
 use proto::TrialId;
@@ -71,18 +71,26 @@ pub fn durable(s: &Scheduler, id: &TrialId, ops: &mut Vec<Op>) {
 }
 
 impl SweepState {
-    /// Opens (or creates) the sweep's state in the results folder, restores what an earlier
-    /// run of the same sweep recorded, queues the rest of `trials`, and starts the state
-    /// committer and the results writer task. Must be called inside a tokio runtime.
+    /// [`SweepState::open_plan`] of plain trials (grid experiments judged on validation
+    /// accuracy, no stop rules, nothing to suggest).
     pub fn open(trials: Vec<TrialSpec>, config: ServiceConfig) -> Result<Arc<SweepState>> {
+        SweepState::open_plan(Plan::from(trials), config)
+    }
+
+    /// Opens (or creates) the sweep's state in the results folder, restores what an earlier
+    /// run of the same sweep recorded (tpe suggestions first, then every trial's state, then
+    /// the recorded epochs into the stop rules), queues the rest of the plan's trials, and
+    /// starts the state committer and the results writer task. Must be called inside a tokio
+    /// runtime.
+    pub fn open_plan(plan: Plan, config: ServiceConfig) -> Result<Arc<SweepState>> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServiceError::NoRuntime)?;
         let now = Instant::now();
         let dir = ResultsDir::new(&config.results_dir);
         std::fs::create_dir_all(dir.path())
             .map_err(results_format::Error::io("creating", dir.path()))?;
         let opened = Store::open(&dir, &config.sweep_name)?;
-        let mut scheduler = Scheduler::new(
-            trials,
+        let mut scheduler = Scheduler::with_plan(
+            plan,
             SchedulerConfig {
                 lease_timeout: config.lease_timeout,
                 max_attempts: config.max_attempts,
@@ -90,7 +98,15 @@ impl SweepState {
             now,
             chrono::Utc::now(),
         );
-        let restored = scheduler.restore(opened.trials, config.retry_failed, opened.incarnation);
+        let suggestions = scheduler.restore_suggestions(&opened.suggestions);
+        let mut restored =
+            scheduler.restore(opened.trials, config.retry_failed, opened.incarnation);
+        restored.suggestions = suggestions;
+        if scheduler.has_stop_rules() {
+            // Every recorded epoch, in commit order: the rules answer as before the restart.
+            let rows = opened.store.epochs_from(0)?;
+            scheduler.replay_epochs(rows.iter().map(|(_, r)| (&r.trial_id, &r.metrics)));
+        }
         let mut epochs = EpochWriter::create(&dir, config.flush_rows, config.flush_interval, now)?;
         // Rows committed before a crash that no part file holds yet.
         let mut rewritten = 0;
@@ -102,6 +118,8 @@ impl SweepState {
                 state = %opened.store.path().display(),
                 start = opened.incarnation,
                 finished = restored.finished,
+                stopped = restored.stopped,
+                suggestions = restored.suggestions,
                 failed = restored.failed,
                 retried = restored.retried,
                 resumed = restored.resumed,
@@ -321,6 +339,8 @@ impl SweepState {
         for e in &expired {
             if e.failed {
                 warn!(trial = %e.trial_id, attempt = e.attempt, worker = %e.worker, "{what}, trial failed: no attempts left");
+            } else if e.status == results_format::TrialStatus::Stopped {
+                warn!(trial = %e.trial_id, attempt = e.attempt, worker = %e.worker, "{what}, the stopped trial ends without its worker's artifacts");
             } else {
                 warn!(trial = %e.trial_id, attempt = e.attempt, worker = %e.worker, "{what}, trial requeued");
             }

@@ -8,7 +8,11 @@
 //!   grow with every accepted epoch; `epochs/part-<first>-<last>.parquet` files cover
 //!   contiguous ranges of them, so on a restart the rows after the last part are written again
 //!   and none twice;
-//! - `checkpoints`: trial id → the worker's checkpoint after its last recorded epoch.
+//! - `checkpoints`: trial id → the worker's checkpoint after its last recorded epoch;
+//! - `suggestions` (issue 12): (experiment, index) → a tpe suggestion (its hyperparameters and
+//!   drawn configuration), written in the same transaction as the trial's first state and
+//!   before the lease carrying it is answered: a restarted coordinator puts every one back
+//!   and suggests from the next index on.
 //!
 //! Every change of a trial is one redb write transaction: the epoch row, the trial's new state
 //! and its checkpoint commit together or not at all, whatever kills the process. Records are
@@ -25,9 +29,10 @@ mod records;
 
 pub use committer::Committer;
 
+use crate::suggest::Suggested;
 use crate::trial::DurableTrial;
 use proto::TrialId;
-use records::{StoredEpoch, StoredTrial};
+use records::{StoredEpoch, StoredSuggestion, StoredTrial};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use results_format::{EpochRecord, ResultsDir};
 use std::collections::HashMap;
@@ -40,6 +45,7 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const TRIALS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("trials");
 const EPOCHS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("epochs");
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
+const SUGGESTIONS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("suggestions");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +79,8 @@ pub enum Op {
     /// The checkpoint after `epoch`; replaces the trial's previous one.
     Checkpoint(TrialId, u32, Vec<u8>),
     DropCheckpoint(TrialId),
+    /// A tpe suggestion (issue 12).
+    Suggestion(Box<Suggested>),
 }
 
 /// What [`Store::open`] found.
@@ -83,6 +91,8 @@ pub struct Opened {
     pub trials: HashMap<TrialId, DurableTrial>,
     /// The next epoch sequence number to hand out.
     pub next_seq: u64,
+    /// Every stored tpe suggestion, by experiment then index.
+    pub suggestions: Vec<Suggested>,
 }
 
 /// The open state database; cheap to clone.
@@ -114,11 +124,13 @@ impl Store {
         let incarnation = store.begin(sweep)?;
         let trials = store.read_trials()?;
         let next_seq = store.last_seq()?.map_or(0, |s| s + 1);
+        let suggestions = store.read_suggestions()?;
         Ok(Opened {
             store,
             incarnation,
             trials,
             next_seq,
+            suggestions,
         })
     }
 
@@ -176,6 +188,8 @@ impl Store {
                 .map_err(|e| db_err(p, "opening epochs", e))?;
             txn.open_table(CHECKPOINTS)
                 .map_err(|e| db_err(p, "opening checkpoints", e))?;
+            txn.open_table(SUGGESTIONS)
+                .map_err(|e| db_err(p, "opening suggestions", e))?;
             incarnation
         };
         txn.commit().map_err(|e| db_err(p, "committing", e))?;
@@ -203,6 +217,31 @@ impl Store {
                 what: format!("trial {id}: {what}"),
             })?;
             out.insert(TrialId(id), d);
+        }
+        Ok(out)
+    }
+
+    fn read_suggestions(&self) -> Result<Vec<Suggested>> {
+        let p = &self.path;
+        let txn = self.db.begin_read().map_err(|e| db_err(p, "reading", e))?;
+        let table = txn
+            .open_table(SUGGESTIONS)
+            .map_err(|e| db_err(p, "opening suggestions", e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(|e| db_err(p, "reading suggestions", e))?
+        {
+            let (k, v) = entry.map_err(|e| db_err(p, "reading suggestions", e))?;
+            let (experiment, index) = k.value();
+            let s = <StoredSuggestion as prost::Message>::decode(v.value())
+                .map_err(|e| e.to_string())
+                .and_then(StoredSuggestion::into_domain)
+                .map_err(|what| StoreError::Corrupt {
+                    path: p.clone(),
+                    what: format!("suggestion {index} of experiment {experiment:?}: {what}"),
+                })?;
+            out.push(s);
         }
         Ok(out)
     }
@@ -280,6 +319,9 @@ impl Store {
             let mut checkpoints = txn
                 .open_table(CHECKPOINTS)
                 .map_err(|e| db_err(p, "opening checkpoints", e))?;
+            let mut suggestions = txn
+                .open_table(SUGGESTIONS)
+                .map_err(|e| db_err(p, "opening suggestions", e))?;
             for op in ops {
                 let written = match op {
                     Op::Trial(id, d) => trials
@@ -302,6 +344,13 @@ impl Store {
                         checkpoints.insert(id.as_str(), v.as_slice()).map(drop)
                     }
                     Op::DropCheckpoint(id) => checkpoints.remove(id.as_str()).map(drop),
+                    Op::Suggestion(s) => suggestions
+                        .insert(
+                            (s.experiment.as_str(), s.index),
+                            prost::Message::encode_to_vec(&StoredSuggestion::from_domain(s))
+                                .as_slice(),
+                        )
+                        .map(drop),
                 };
                 written.map_err(|e| db_err(p, "writing", e))?;
             }
@@ -336,6 +385,7 @@ mod tests {
             weight_decay: 0.0,
             validation: 0.0,
             seed: 7,
+            objective: Default::default(),
         }
     }
 
@@ -386,6 +436,12 @@ mod tests {
             finished_at: None,
             last_error: Some("lease expired".into()),
             worker_build: Some("0.5.0 (cuda build, libtorch 2.11.0, CUDA 13.0)".into()),
+            stop: Some(crate::trial::StopInfo {
+                rule: search::Rule::Asha,
+                epoch: 1,
+                metric: 0.7,
+                reason: "stopped at epoch 1: asha".into(),
+            }),
         };
         {
             let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
@@ -418,6 +474,39 @@ mod tests {
         assert_eq!(o.store.checkpoint(&id).unwrap(), Some((1, vec![1, 2, 3])));
         o.store.apply(&[Op::DropCheckpoint(id.clone())]).unwrap();
         assert_eq!(o.store.checkpoint(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn suggestions_come_back_by_experiment_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let suggestion = |experiment: &str, index: u64| Suggested {
+            experiment: experiment.into(),
+            index,
+            hparams: Hyperparams {
+                lr: 0.01 * (index + 1) as f64,
+                objective: proto::Objective::Synthetic,
+                ..hp()
+            },
+            config: vec![0.01 * (index + 1) as f64, 2.0],
+        };
+        {
+            let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
+            assert!(o.suggestions.is_empty());
+            let ops: Vec<Op> = [("b", 0), ("a", 1), ("a", 0), ("a", 10)]
+                .into_iter()
+                .map(|(e, i)| Op::Suggestion(Box::new(suggestion(e, i))))
+                .collect();
+            o.store.apply(&ops).unwrap();
+        }
+        let o = Store::open(&ResultsDir::new(dir.path()), "lab").unwrap();
+        let got: Vec<(String, u64)> = o
+            .suggestions
+            .iter()
+            .map(|s| (s.experiment.clone(), s.index))
+            .collect();
+        let want = [("a", 0), ("a", 1), ("a", 10), ("b", 0)].map(|(e, i)| (e.to_string(), i));
+        assert_eq!(got, want);
+        assert_eq!(o.suggestions[2], suggestion("a", 10));
     }
 
     #[test]

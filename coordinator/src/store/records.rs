@@ -2,10 +2,12 @@
 //! later version can add fields and still read what an earlier one wrote. `Stored*` are the
 //! bytes' shapes; the coordinator works with [`DurableTrial`] and [`EpochRecord`].
 
-use crate::trial::DurableTrial;
+use crate::suggest::Suggested;
+use crate::trial::{DurableTrial, StopInfo};
 use chrono::{DateTime, Utc};
 use proto::{pb, EpochMetrics, Hyperparams, TrialId};
 use results_format::{Best, EpochRecord, Metric, TrialStatus};
+use search::Rule;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct StoredTrial {
@@ -43,6 +45,22 @@ pub(super) struct StoredTrial {
     // issue 10 (tags 100-119)
     #[prost(string, optional, tag = "100")]
     worker_build: Option<String>,
+    // issue 12: a stopping rule's verdict.
+    #[prost(string, optional, tag = "140")]
+    stop_rule: Option<String>,
+    #[prost(uint32, tag = "141")]
+    stop_epoch: u32,
+    #[prost(double, tag = "142")]
+    stop_metric: f64,
+    #[prost(string, tag = "143")]
+    stop_reason: String,
+}
+
+fn rule(name: &str) -> std::result::Result<Rule, String> {
+    [Rule::Asha, Rule::Median, Rule::Divergence]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+        .ok_or_else(|| format!("unknown stop rule {name:?}"))
 }
 
 fn from_micros(us: i64) -> std::result::Result<DateTime<Utc>, String> {
@@ -67,6 +85,10 @@ impl StoredTrial {
             finished_at_us: d.finished_at.map(|t| t.timestamp_micros()),
             last_error: d.last_error.clone(),
             worker_build: d.worker_build.clone(),
+            stop_rule: d.stop.as_ref().map(|s| s.rule.as_str().to_owned()),
+            stop_epoch: d.stop.as_ref().map_or(0, |s| s.epoch),
+            stop_metric: d.stop.as_ref().map_or(f64::NAN, |s| s.metric),
+            stop_reason: d.stop.as_ref().map_or(String::new(), |s| s.reason.clone()),
         }
     }
 
@@ -94,6 +116,15 @@ impl StoredTrial {
             finished_at: self.finished_at_us.map(from_micros).transpose()?,
             last_error: self.last_error,
             worker_build: self.worker_build,
+            stop: match self.stop_rule {
+                None => None,
+                Some(name) => Some(StopInfo {
+                    rule: rule(&name)?,
+                    epoch: self.stop_epoch,
+                    metric: self.stop_metric,
+                    reason: self.stop_reason,
+                }),
+            },
         })
     }
 }
@@ -161,6 +192,46 @@ impl StoredEpoch {
             device_name: self.device_name,
             host: self.host,
             gpu_peak_memory_bytes: self.gpu_peak_memory_bytes,
+        })
+    }
+}
+
+/// A tpe suggestion (issue 12): stored before the lease that carries it is answered. Its key
+/// in the `suggestions` table is (experiment, index).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct StoredSuggestion {
+    #[prost(string, tag = "140")]
+    experiment: String,
+    #[prost(uint64, tag = "141")]
+    index: u64,
+    #[prost(message, optional, tag = "142")]
+    hparams: Option<pb::Hyperparams>,
+    /// One number per parameter of the experiment's space.
+    #[prost(double, repeated, tag = "143")]
+    config: Vec<f64>,
+}
+
+impl StoredSuggestion {
+    pub(super) fn from_domain(s: &Suggested) -> Self {
+        StoredSuggestion {
+            experiment: s.experiment.clone(),
+            index: s.index,
+            hparams: Some(pb::Hyperparams::from(&s.hparams)),
+            config: s.config.clone(),
+        }
+    }
+
+    pub(super) fn into_domain(self) -> std::result::Result<Suggested, String> {
+        let hparams = self
+            .hparams
+            .ok_or("missing hyperparameters")
+            .map_err(str::to_owned)
+            .and_then(|h| Hyperparams::try_from(h).map_err(|e| e.to_string()))?;
+        Ok(Suggested {
+            experiment: self.experiment,
+            index: self.index,
+            hparams,
+            config: self.config,
         })
     }
 }

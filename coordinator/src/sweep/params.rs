@@ -1,7 +1,7 @@
 //! The hyperparameter keys a sweep file may set, and how one value of each is read and checked.
 
 use figment::value::{Num, Value};
-use proto::{Arch, Hyperparams};
+use proto::{Arch, Hyperparams, Objective};
 
 /// A hyperparameter key of a sweep file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,10 +16,22 @@ pub enum Param {
     WeightDecay,
     Validation,
     Seed,
+    Objective,
+}
+
+/// What kind of value a hyperparameter takes, which decides the distributions it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A real number: `uniform`, `loguniform` or `choice`.
+    Real,
+    /// A whole number: `int` or `choice`.
+    Whole,
+    /// A name (`arch`, `objective`): `choice` only.
+    Name,
 }
 
 impl Param {
-    pub const ALL: [Param; 10] = [
+    pub const ALL: [Param; 11] = [
         Param::Arch,
         Param::Lr,
         Param::Hidden,
@@ -30,11 +42,24 @@ impl Param {
         Param::WeightDecay,
         Param::Validation,
         Param::Seed,
+        Param::Objective,
     ];
 
     /// The keys in the order error messages list them.
-    pub const NAMES: &'static str =
-        "arch, lr, hidden, dropout, epochs, batch_size, momentum, weight_decay, validation, seed";
+    pub const NAMES: &'static str = "arch, lr, hidden, dropout, epochs, batch_size, momentum, \
+                                     weight_decay, validation, seed, objective";
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Param::Lr
+            | Param::Dropout
+            | Param::Momentum
+            | Param::WeightDecay
+            | Param::Validation => Kind::Real,
+            Param::Hidden | Param::Epochs | Param::BatchSize | Param::Seed => Kind::Whole,
+            Param::Arch | Param::Objective => Kind::Name,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +73,7 @@ impl Param {
             Param::WeightDecay => "weight_decay",
             Param::Validation => "validation",
             Param::Seed => "seed",
+            Param::Objective => "objective",
         }
     }
 
@@ -69,9 +95,77 @@ pub enum Setting {
     WeightDecay(f64),
     Validation(f64),
     Seed(u64),
+    Objective(Objective),
 }
 
 impl Setting {
+    /// `param` (a [`Kind::Real`] one) set to `x`, unchecked; `None` for another kind.
+    pub fn real(param: Param, x: f64) -> Option<Setting> {
+        Some(match param {
+            Param::Lr => Setting::Lr(x),
+            Param::Dropout => Setting::Dropout(x),
+            Param::Momentum => Setting::Momentum(x),
+            Param::WeightDecay => Setting::WeightDecay(x),
+            Param::Validation => Setting::Validation(x),
+            _ => return None,
+        })
+    }
+
+    /// `param` (a [`Kind::Whole`] one) set to `i`; `None` for another kind or when `i` does
+    /// not fit the field.
+    pub fn whole(param: Param, i: i64) -> Option<Setting> {
+        let small = || u32::try_from(i).ok();
+        Some(match param {
+            Param::Hidden => Setting::Hidden(small()?),
+            Param::Epochs => Setting::Epochs(small()?),
+            Param::BatchSize => Setting::BatchSize(small()?),
+            Param::Seed => Setting::Seed(u64::try_from(i).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The problem of this value, checked alone as [`Setting::parse`] checks it.
+    pub fn problem(self) -> Option<String> {
+        let mut h = Hyperparams::default();
+        self.apply(&mut h);
+        h.validate()
+            .err()
+            .map(|e| format!("{} {}", e.key, e.reason))
+    }
+
+    /// The value as a sweep file would write it.
+    pub fn value_text(self) -> String {
+        use proto::trial::canon_f64;
+        match self {
+            Setting::Arch(a) => a.to_string(),
+            Setting::Objective(o) => o.to_string(),
+            Setting::Lr(x)
+            | Setting::Dropout(x)
+            | Setting::Momentum(x)
+            | Setting::WeightDecay(x)
+            | Setting::Validation(x) => canon_f64(x),
+            Setting::Hidden(v) | Setting::Epochs(v) | Setting::BatchSize(v) => v.to_string(),
+            Setting::Seed(v) => v.to_string(),
+        }
+    }
+
+    /// The hyperparameter this sets.
+    pub fn param(self) -> Param {
+        match self {
+            Setting::Arch(_) => Param::Arch,
+            Setting::Lr(_) => Param::Lr,
+            Setting::Hidden(_) => Param::Hidden,
+            Setting::Dropout(_) => Param::Dropout,
+            Setting::Epochs(_) => Param::Epochs,
+            Setting::BatchSize(_) => Param::BatchSize,
+            Setting::Momentum(_) => Param::Momentum,
+            Setting::WeightDecay(_) => Param::WeightDecay,
+            Setting::Validation(_) => Param::Validation,
+            Setting::Seed(_) => Param::Seed,
+            Setting::Objective(_) => Param::Objective,
+        }
+    }
+
     pub fn apply(self, h: &mut Hyperparams) {
         match self {
             Setting::Arch(v) => h.arch = v,
@@ -84,6 +178,7 @@ impl Setting {
             Setting::WeightDecay(v) => h.weight_decay = v,
             Setting::Validation(v) => h.validation = v,
             Setting::Seed(v) => h.seed = v,
+            Setting::Objective(v) => h.objective = v,
         }
     }
 
@@ -94,6 +189,12 @@ impl Setting {
         let setting = match param {
             Param::Arch => match value {
                 Value::String(_, s) => Setting::Arch(s.parse::<Arch>().map_err(|e| e.reason)?),
+                other => return Err(format!("{key} must be a string, found {}", describe(other))),
+            },
+            Param::Objective => match value {
+                Value::String(_, s) => {
+                    Setting::Objective(s.parse::<Objective>().map_err(|e| e.reason)?)
+                }
                 other => return Err(format!("{key} must be a string, found {}", describe(other))),
             },
             Param::Lr => Setting::Lr(float(key, value)?),
@@ -108,11 +209,10 @@ impl Setting {
         };
         // Every range check of `Hyperparams::validate` looks at one field alone, so checking the
         // value on top of the defaults reports exactly this value's problem.
-        let mut h = Hyperparams::default();
-        setting.apply(&mut h);
-        h.validate()
-            .map_err(|e| format!("{} {}", e.key, e.reason))?;
-        Ok(setting)
+        match setting.problem() {
+            Some(problem) => Err(problem),
+            None => Ok(setting),
+        }
     }
 }
 
@@ -231,6 +331,14 @@ mod tests {
         assert!(err(Param::Epochs, num(Num::I64(1 << 40))).contains("at most"));
         assert!(err(Param::Arch, Value::from("mlp")).contains("unknown architecture \"mlp\""));
         assert!(err(Param::Arch, Value::from(true)).contains("found boolean true"));
+        assert_eq!(
+            Setting::parse(Param::Objective, &Value::from("synthetic")),
+            Ok(Setting::Objective(Objective::Synthetic))
+        );
+        assert!(err(Param::Objective, Value::from("fake")).contains("\"train\" or \"synthetic\""));
+        assert_eq!(Setting::whole(Param::Hidden, -1), None);
+        assert_eq!(Setting::real(Param::Hidden, 1.0), None);
+        assert_eq!(Setting::Lr(0.05).value_text(), "0.05");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::context::{join, key_path, not_a_hyperparameter, At, Ctx};
 use super::expand::Plan;
 use super::experiment::Experiment;
 use super::params::{describe, Param, Setting};
+use super::search::SETTINGS;
 use super::{is_safe_name, RawSweep, Result, MAX_TRIALS};
 use figment::value::{Dict, Value};
 use proto::Hyperparams;
@@ -23,6 +24,7 @@ impl Ctx<'_> {
         let (experiments, total) = self.experiments(&raw.experiment, &base)?;
         Ok(Plan {
             name,
+            seed: base.seed,
             experiments,
             total,
         })
@@ -74,6 +76,13 @@ impl Ctx<'_> {
         let defaults_key = key_path(&["defaults"]);
         for (key, value) in self.ordered(defaults, &defaults_key) {
             let at = join(&defaults_key, &[key]);
+            if SETTINGS.contains(&key.as_str()) {
+                return Err(self.error(
+                    &at,
+                    At::Key,
+                    format!("defaults: {key} is a setting of each [[experiment]], not a default"),
+                ));
+            }
             let Some(param) = Param::from_key(key) else {
                 return Err(self.error(
                     &at,
