@@ -633,13 +633,14 @@ impl Scheduler {
             .map(|(id, _)| id)
     }
 
-    /// Records one epoch of a leased trial.
+    /// Records one epoch of a leased trial, trained on `threads` threads (`None`: not said).
     pub fn report_epoch(
         &mut self,
         worker: &WorkerId,
         trial: &TrialId,
         attempt: u32,
         metrics: EpochMetrics,
+        threads: Option<u32>,
         now: Instant,
     ) -> Result<ReportOutcome> {
         let i = self.holder(worker, trial, attempt, now)?;
@@ -680,6 +681,7 @@ impl Scheduler {
             worker: worker_name,
             device,
             recorded_at: wall,
+            threads,
         })))
     }
 

@@ -3,7 +3,7 @@
 //! `trials.parquet`: `trial_id`, the hyperparameter columns, then the trial's progress.
 //! `epochs/*.parquet`: `trial_id`, `epoch`, the six metric columns (named by
 //! [`Metric::as_str`]), `seconds`, who recorded it, then the hyperparameter columns, so one
-//! glob answers most questions without a join.
+//! glob answers most questions without a join, then `threads` (issue 13).
 
 use crate::best::Metric;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -41,6 +41,9 @@ pub const ERROR: &str = "error";
 pub const EPOCH: &str = "epoch";
 pub const SECONDS: &str = "seconds";
 pub const RECORDED_AT: &str = "recorded_at";
+/// issue 13: in the epoch files, libtorch's intra-op threads while the epoch trained (null
+/// when the worker did not say).
+pub const THREADS: &str = "threads";
 
 /// Microsecond UTC timestamps, as DuckDB reads them into `TIMESTAMP WITH TIME ZONE`.
 fn timestamp() -> DataType {
@@ -106,5 +109,7 @@ pub fn epochs() -> SchemaRef {
         Field::new(RECORDED_AT, timestamp(), false),
     ]);
     fields.extend(hparam_fields());
+    // issue 13: the thread count of every epoch.
+    fields.push(Field::new(THREADS, DataType::Int64, true));
     Arc::new(Schema::new(fields))
 }

@@ -34,6 +34,8 @@ pub struct EpochRecord {
     pub worker: String,
     pub device: String,
     pub recorded_at: DateTime<Utc>,
+    /// libtorch's intra-op threads while the epoch trained; `None`: the worker did not say.
+    pub threads: Option<u32>,
 }
 
 /// Everything `trials.parquet` holds about one trial.
@@ -200,6 +202,7 @@ pub fn epochs_batch(
     let mut device = StringBuilder::new();
     let mut recorded_at = timestamps();
     let mut hp = HparamColumns::new();
+    let mut threads = Int64Builder::new();
     for r in records {
         trial_id.append_value(r.trial_id.as_str());
         epoch.append_value(i64::from(r.metrics.epoch));
@@ -212,6 +215,7 @@ pub fn epochs_batch(
         device.append_value(&r.device);
         recorded_at.append_value(micros(r.recorded_at));
         hp.push(&r.experiment, &r.hparams);
+        threads.append_option(r.threads.map(i64::from));
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish()), Arc::new(epoch.finish())];
     columns.extend(metrics.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
@@ -222,6 +226,7 @@ pub fn epochs_batch(
         Arc::new(recorded_at.finish()),
     ]);
     columns.extend(hp.finish());
+    columns.push(Arc::new(threads.finish()));
     RecordBatch::try_new(schema::epochs(), columns)
 }
 

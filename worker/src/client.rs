@@ -256,11 +256,13 @@ impl Coordinator {
         self.held.lock().expect("held attempts").clone()
     }
 
-    /// Reports one finished epoch of `a` with the state after it (empty: none).
+    /// Reports one finished epoch of `a`, trained on `threads` threads (0: unknown), with the
+    /// state after it (empty: none).
     pub async fn report(
         &self,
         a: &Attempt,
         metrics: &EpochMetrics,
+        threads: u32,
         checkpoint: Vec<u8>,
     ) -> Result<Answer> {
         let req = pb::ReportEpochRequest {
@@ -268,6 +270,7 @@ impl Coordinator {
             trial: Some(a.wire()),
             metrics: Some(metrics.into()),
             checkpoint,
+            threads,
         };
         self.about(a, "report", |mut c| {
             let r = req.clone();

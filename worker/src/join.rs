@@ -33,9 +33,9 @@ use tracing::{info, warn};
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
 const MAX_CHECKPOINT: usize = 60 << 20;
 
-/// One finished epoch on its way from the training thread: its metrics and the checkpoint
-/// after it.
-type Epoch = (EpochMetrics, Vec<u8>);
+/// One finished epoch on its way from the training thread: its metrics, the thread count it
+/// trained with and the checkpoint after it.
+type Epoch = (EpochMetrics, u32, Vec<u8>);
 
 struct Ctx {
     coord: Coordinator,
@@ -160,7 +160,7 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
             Offer::Trial(leased) => match (leased.hparams.clone(), &ctx.data) {
                 (Err(reason), _) => refuse(&ctx.coord, &leased.attempt, &reason).await?,
                 (Ok(h), Some(data)) => run_trial(&ctx, data, slot, leased, h).await?,
-                (Ok(h), None) => run_noop(&ctx.coord, leased, &h).await?,
+                (Ok(h), None) => run_noop(&ctx.coord, leased, &h, ctx.threads as u32).await?,
             },
             Offer::Wait(pause) => tokio::time::sleep(pause).await,
             Offer::Done => return Ok(()),
@@ -264,14 +264,15 @@ fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
     device::set_threads(job.threads);
     let mut trial = start_or_resume(&job)?;
     trial.checkpoint_every_epoch = true;
-    trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
+    trial.run(&mut |e: &crate::train::Epoch<'_>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
                 "the coordinator re-leased this trial".into(),
             ));
         }
+        let checkpoint = e.checkpoint.map(<[u8]>::to_vec).unwrap_or_default();
         epochs
-            .blocking_send((*m, ckpt.map(<[u8]>::to_vec).unwrap_or_default()))
+            .blocking_send((e.metrics, e.threads, checkpoint))
             .map_err(|_| Error::Abandoned("reporting stopped".into()))
     })?;
     drop(epochs);
@@ -313,7 +314,7 @@ async fn forward_epochs(
     attempt: &Attempt,
     mut epochs: mpsc::Receiver<Epoch>,
 ) -> Result<Forwarded> {
-    while let Some((m, mut checkpoint)) = epochs.recv().await {
+    while let Some((m, threads, mut checkpoint)) = epochs.recv().await {
         if checkpoint.len() > MAX_CHECKPOINT {
             // Past the coordinator's message limit the whole report would be refused: send
             // the metrics alone (a re-leased trial then retrains from its last checkpoint).
@@ -321,9 +322,9 @@ async fn forward_epochs(
                 "checkpoint too large for the coordinator, epoch reported without it");
             checkpoint = Vec::new();
         }
-        let refused = match coord.report(attempt, &m, checkpoint).await {
+        let refused = match coord.report(attempt, &m, threads, checkpoint).await {
             Ok(Answer::Ok) => {
-                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, "epoch finished");
+                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, threads, "epoch finished");
                 continue;
             }
             Ok(Answer::LeaseLost(s)) => s,
@@ -431,8 +432,13 @@ async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -
 }
 
 /// `--noop`: every epoch (after the lease's `start_epoch`) reported at once with made-up
-/// metrics, then `Finish`.
-async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
+/// metrics (and the worker's thread count), then `Finish`.
+async fn run_noop(
+    coord: &Coordinator,
+    leased: Leased,
+    h: &Hyperparams,
+    threads: u32,
+) -> Result<()> {
     let attempt = leased.attempt;
     let _held = coord.hold(std::slice::from_ref(&attempt));
     for epoch in leased.start_epoch.saturating_add(1)..=h.epochs {
@@ -447,7 +453,7 @@ async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Resul
             test_acc: acc,
             seconds: 0.0,
         };
-        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, Vec::new()).await? {
+        if let Answer::LeaseLost(s) = coord.report(&attempt, &m, threads, Vec::new()).await? {
             lease_lost(&attempt, &s);
             return Ok(());
         }

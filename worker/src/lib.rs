@@ -2,7 +2,7 @@
 //!
 //! This is the only crate that links libtorch. [`data`] turns the Fashion-MNIST bytes of the
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
-//! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
+//! networks, whose dropout draws from each trial's own [`masks`]; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
 //! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`];
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
@@ -16,6 +16,7 @@ pub mod connect;
 pub mod data;
 pub mod device;
 pub mod join;
+pub mod masks;
 pub mod model;
 pub mod sgd;
 pub mod slots;

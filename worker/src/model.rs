@@ -5,8 +5,9 @@
 //! Layers use tch's defaults, which are PyTorch's: Kaiming-uniform(a=√5) weights and
 //! U(−1/√fan_in, 1/√fan_in) biases for `Linear` and `Conv2d`.
 
+use crate::masks::{self, MaskStream};
 use proto::{Arch, Hyperparams};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 /// Input size of the MLPs: a flattened 28×28 image.
@@ -109,8 +110,11 @@ impl Net {
     }
 }
 
-impl ModuleT for Net {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl Net {
+    /// The logits of `xs`. Training passes the trial's mask stream, positioned at the step
+    /// ([`MaskStream::step`]), and `ffv3` draws its two dropout masks from it in forward
+    /// order; evaluation passes `None`: no dropout.
+    pub fn forward(&self, xs: &Tensor, mut masks: Option<&mut MaskStream>) -> Tensor {
         match self {
             Net::OneHidden { l1, l2, sigmoid } => {
                 let x = xs.flatten(1, -1).apply(l1);
@@ -124,15 +128,14 @@ impl ModuleT for Net {
                 .apply(l2)
                 .relu()
                 .apply(l3),
-            Net::TwoHiddenDropout { l1, l2, l3, p } => xs
-                .flatten(1, -1)
-                .apply(l1)
-                .dropout(*p, train)
-                .relu()
-                .dropout(*p, train)
-                .apply(l2)
-                .relu()
-                .apply(l3),
+            Net::TwoHiddenDropout { l1, l2, l3, p } => {
+                let x = xs.flatten(1, -1).apply(l1);
+                let x = masks::dropout(&x, *p, masks.as_deref_mut()).relu();
+                masks::dropout(&x, *p, masks.as_deref_mut())
+                    .apply(l2)
+                    .relu()
+                    .apply(l3)
+            }
             Net::TinyVgg {
                 c11,
                 c12,
@@ -195,7 +198,7 @@ mod tests {
             let (vs, net) = build(arch, hidden);
             assert_eq!(param_count(&vs), params as i64, "{arch}");
             let x = Tensor::zeros([5, 1, 28, 28], (Kind::Float, Device::Cpu));
-            let y = net.forward_t(&x, false);
+            let y = net.forward(&x, None);
             assert_eq!(y.size(), vec![5, 10], "{arch}");
         }
     }
@@ -250,10 +253,12 @@ mod tests {
         tch::manual_seed(1);
         let (_vs, net) = build(Arch::Ffv3, 16);
         let x = Tensor::ones([4, 784], (Kind::Float, Device::Cpu));
-        let e1 = net.forward_t(&x, false);
-        let e2 = net.forward_t(&x, false);
+        let e1 = net.forward(&x, None);
+        let e2 = net.forward(&x, None);
         assert!(e1.equal(&e2));
-        let t1 = net.forward_t(&x, true);
+        let mut masks = MaskStream::new(1, &proto::TrialId("ffv3-000000000001".into()), 1);
+        masks.step(0);
+        let t1 = net.forward(&x, Some(&mut masks));
         assert!(!t1.equal(&e1));
     }
 }

@@ -197,7 +197,7 @@ mod tests {
                 // Every epoch reported twice: the repeat must not reach the files.
                 for _ in 0..2 {
                     if let ReportOutcome::Accepted(r) = s
-                        .report_epoch(&w, &l.trial_id, l.attempt, metrics(epoch, val), t0)
+                        .report_epoch(&w, &l.trial_id, l.attempt, metrics(epoch, val), Some(2), t0)
                         .unwrap()
                     {
                         assert!(writer.push(seq, *r));
@@ -349,6 +349,7 @@ mod tests {
             worker: "w".into(),
             device: "cpu".into(),
             recorded_at: Utc::now(),
+            threads: None,
         };
         assert!(
             !w.should_flush(t0 + Duration::from_secs(60)),

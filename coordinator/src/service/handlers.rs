@@ -184,8 +184,10 @@ impl Coordinator for CoordinatorService {
         let metrics =
             EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
         let checkpoint = r.checkpoint;
+        // 0: a worker that does not say how many threads it trained with.
+        let threads = (r.threads > 0).then_some(r.threads);
         let (outcome, commit) = self.state.change(|s, now, ops| {
-            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
+            let outcome = s.report_epoch(&worker, &trial, attempt, metrics, threads, now)?;
             if let ReportOutcome::Accepted(rec) = &outcome {
                 ops.push(Op::Epoch(self.state.next_seq(), rec.clone()));
                 durable(s, &trial, ops);

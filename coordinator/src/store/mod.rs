@@ -358,6 +358,7 @@ mod tests {
             worker: "local-1".into(),
             device: "cpu".into(),
             recorded_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            threads: Some(2),
         }
     }
 

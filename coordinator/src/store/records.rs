@@ -109,6 +109,9 @@ pub(super) struct StoredEpoch {
     device: String,
     #[prost(int64, tag = "7")]
     recorded_at_us: i64,
+    /// issue 13: absent in state written before it.
+    #[prost(uint32, optional, tag = "160")]
+    threads: Option<u32>,
 }
 
 impl StoredEpoch {
@@ -121,6 +124,7 @@ impl StoredEpoch {
             worker: r.worker.clone(),
             device: r.device.clone(),
             recorded_at_us: r.recorded_at.timestamp_micros(),
+            threads: r.threads,
         }
     }
 
@@ -143,6 +147,7 @@ impl StoredEpoch {
             worker: self.worker,
             device: self.device,
             recorded_at: from_micros(self.recorded_at_us)?,
+            threads: self.threads,
         })
     }
 }

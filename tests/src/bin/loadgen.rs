@@ -290,6 +290,7 @@ async fn run_trial(
             trial: Some(ta.clone()),
             metrics: Some(metrics(epoch, epochs, i)),
             checkpoint: checkpoint(shared.checkpoint_bytes, i, epoch),
+            threads: 1,
         };
         let t = Instant::now();
         let sent = client.report_epoch(req).await;
