@@ -37,15 +37,17 @@ def cpu_name():
 
 IMPLS = {
     "worker": "hypersweep worker (tch)",
+    "baseline": "hypersweep worker, --baseline build",
     "memory": "PyTorch, tensors in memory",
     "notebook": "PyTorch, notebook loop (DataLoader)",
 }
 
 
-def command(a, here, impl, arch, hidden, epochs, threads):
-    if impl == "worker":
-        return [a.worker, "train", "--arch", arch, "--hidden", str(hidden), "--lr", "0.1", "--epochs", str(epochs),
-                "--validation", "0", "--threads", str(threads), "--format", "json", "--data-dir", a.data_dir]
+def command(a, here, impl, arch, hidden, dropout, epochs, threads):
+    if impl in ("worker", "baseline"):
+        return [a.worker if impl == "worker" else a.baseline, "train", "--arch", arch, "--hidden", str(hidden),
+                "--dropout", dropout, "--lr", "0.1", "--epochs", str(epochs), "--validation", "0", "--threads",
+                str(threads), "--format", "json", "--data-dir", a.data_dir]
     return [a.python, os.path.join(here, "pytorch_reference.py"), "--impl", impl, "--arch", arch, "--hidden",
             str(hidden), "--epochs", str(epochs), "--threads", str(threads), "--data-dir", a.data_dir]
 
@@ -53,12 +55,14 @@ def command(a, here, impl, arch, hidden, epochs, threads):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--worker", required=True)
+    p.add_argument("--baseline", help="another worker binary (e.g. an older build), impl 'baseline'")
     p.add_argument("--python", required=True, help="a python with torch 2.11.0 + torchvision")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (one fewer for the CNN)")
     p.add_argument("--repeats", type=int, default=1, help="alternating rounds")
-    p.add_argument("--models", default="ffv0:32,cnn:10")
+    p.add_argument("--models", default="ffv0:32,cnn:10",
+                   help="arch:hidden[:dropout], comma-separated (PyTorch knows ffv0 and cnn)")
     p.add_argument("--impls", default="worker,memory,notebook")
     p.add_argument("--json-out")
     a = p.parse_args()
@@ -66,12 +70,15 @@ def main():
     results = {}
     for r in range(a.repeats):
         for model in a.models.split(","):
-            arch, hidden = model.split(":")
-            epochs = a.epochs if arch == "ffv0" else max(1, a.epochs - 1)
+            arch, hidden, dropout = (model.split(":") + ["0"])[:3]
+            epochs = max(1, a.epochs - 1) if arch == "cnn" else a.epochs
+            name = f"{arch} h{hidden}" + (f" p{dropout}" if float(dropout) > 0 else "")
             for threads in [int(t) for t in a.threads.split(",")]:
                 for impl in a.impls.split(","):
-                    recs, rss = measure(command(a, here, impl, arch, hidden, epochs, threads))
-                    key = (f"{arch} h{hidden}", threads, IMPLS[impl])
+                    if impl in ("memory", "notebook") and arch not in ("ffv0", "cnn"):
+                        continue  # the PyTorch reference has the notebook's ffv0 and cnn
+                    recs, rss = measure(command(a, here, impl, arch, hidden, dropout, epochs, threads))
+                    key = (name, threads, IMPLS[impl])
                     res = results.setdefault(key, dict(secs=[], rss=0.0, acc=None))
                     res["secs"] += [x["seconds"] for x in recs]
                     res["rss"] = max(res["rss"], rss)

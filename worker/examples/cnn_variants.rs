@@ -28,6 +28,9 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 use worker::sgd::Sgd;
 
+/// Distinct random batches the steps cycle through.
+const BATCHES: i64 = 100;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long)]
@@ -192,8 +195,11 @@ fn main() {
         _ => unreachable!(),
     };
     let mut opt = Sgd::new(&vs, 0.1, 0.0, 0.0);
-    let x = Tensor::randn([64, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
+    // Distinct batches in turn: one batch trained over and over is learnt by heart, and the
+    // tiny gradients that follow (denormal floats) time something else than training.
+    let xs = Tensor::randn([BATCHES, 64, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let ys = Tensor::randint(10, [BATCHES, 64], (Kind::Int64, Device::Cpu));
+    let x = xs.get(0);
     // The variant computes the notebook's function: its first logits against libtorch's
     // NCHW `conv2d` on the same weights.
     let forward_diff = p.as_ref().map_or(0.0, |p| {
@@ -204,7 +210,10 @@ fn main() {
                 .double_value(&[])
         })
     });
+    let mut i = 0;
     let mut step = || {
+        i += 1;
+        let (x, y) = (xs.get(i % BATCHES), ys.get(i % BATCHES));
         let loss = fwd(&x).cross_entropy_for_logits(&y);
         opt.backward_step(&loss).unwrap();
         loss.double_value(&[])
