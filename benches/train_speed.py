@@ -5,10 +5,11 @@ the notebook's PyTorch loop and PyTorch fed from memory, same machine, same run.
 
 One epoch everywhere = train on all 60,000 images (worker: --validation 0) + evaluate the
 10,000 test images; batch 64, SGD lr 0.1, seed 55, the same thread count for everyone.
-Reports the median epoch time over --epochs epochs and each process's peak RSS (wait4).
+Every implementation runs at every thread count of --threads, in rounds that alternate them
+(--repeats rounds), so that other load on the machine spreads over all of them. Reports the
+median epoch time over all epochs of all rounds and each process's peak RSS (wait4).
 """
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile
-
 
 
 def measure(cmd):
@@ -34,44 +35,70 @@ def cpu_name():
     return platform.processor()
 
 
+IMPLS = {
+    "worker": "hypersweep worker (tch)",
+    "baseline": "hypersweep worker, --baseline build",
+    "memory": "PyTorch, tensors in memory",
+    "notebook": "PyTorch, notebook loop (DataLoader)",
+}
+
+
+def command(a, here, impl, arch, hidden, dropout, epochs, threads):
+    if impl in ("worker", "baseline"):
+        return [a.worker if impl == "worker" else a.baseline, "train", "--arch", arch, "--hidden", str(hidden),
+                "--dropout", dropout, "--lr", "0.1", "--epochs", str(epochs), "--validation", "0", "--threads",
+                str(threads), "--format", "json", "--data-dir", a.data_dir]
+    return [a.python, os.path.join(here, "pytorch_reference.py"), "--impl", impl, "--arch", arch, "--hidden",
+            str(hidden), "--epochs", str(epochs), "--threads", str(threads), "--data-dir", a.data_dir]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--worker", required=True)
+    p.add_argument("--baseline", help="another worker binary (e.g. an older build), impl 'baseline'")
     p.add_argument("--python", required=True, help="a python with torch 2.11.0 + torchvision")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 1,2")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run (one fewer for the CNN)")
+    p.add_argument("--repeats", type=int, default=1, help="alternating rounds")
+    p.add_argument("--models", default="ffv0:32,cnn:10",
+                   help="arch:hidden[:dropout], comma-separated (PyTorch knows ffv0 and cnn)")
+    p.add_argument("--impls", default="worker,memory,notebook")
     p.add_argument("--json-out")
     a = p.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
-    rows = []
-    for arch, hidden in [("ffv0", 32), ("cnn", 10)]:
-        epochs = a.epochs if arch == "ffv0" else max(1, a.epochs - 1)
-        variants = {
-            "hypersweep worker (tch)": [a.worker, "train", "--arch", arch, "--hidden", str(hidden), "--lr", "0.1",
-                                        "--epochs", str(epochs), "--validation", "0", "--threads", str(a.threads),
-                                        "--format", "json", "--data-dir", a.data_dir],
-            "PyTorch, tensors in memory": [a.python, os.path.join(here, "pytorch_reference.py"), "--impl", "memory",
-                                           "--arch", arch, "--hidden", str(hidden), "--epochs", str(epochs),
-                                           "--threads", str(a.threads), "--data-dir", a.data_dir],
-            "PyTorch, notebook loop (DataLoader)": [a.python, os.path.join(here, "pytorch_reference.py"), "--impl",
-                                                    "notebook", "--arch", arch, "--hidden", str(hidden), "--epochs",
-                                                    str(epochs), "--threads", str(a.threads), "--data-dir", a.data_dir],
-        }
-        for name, cmd in variants.items():
-            recs, rss = measure(cmd)
-            secs = [r["seconds"] for r in recs]
-            row = dict(model=f"{arch} h{hidden}", impl=name, epochs=len(secs), median_s=statistics.median(secs),
-                       min_s=min(secs), peak_rss_mb=rss, last_test_acc=recs[-1]["test_acc"])
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"machine: {os.cpu_count()} cores, {cpu_name()}; threads per process: {a.threads}\n")
-    print("| model | implementation | s/epoch (median) | vs worker | peak RSS (MB) | test acc after run |")
-    print("|---|---|---|---|---|---|")
+    results = {}
+    for r in range(a.repeats):
+        for model in a.models.split(","):
+            arch, hidden, dropout = (model.split(":") + ["0"])[:3]
+            epochs = max(1, a.epochs - 1) if arch == "cnn" else a.epochs
+            name = f"{arch} h{hidden}" + (f" p{dropout}" if float(dropout) > 0 else "")
+            for threads in [int(t) for t in a.threads.split(",")]:
+                for impl in a.impls.split(","):
+                    if impl in ("memory", "notebook") and arch not in ("ffv0", "cnn"):
+                        continue  # the PyTorch reference has the notebook's ffv0 and cnn
+                    recs, rss = measure(command(a, here, impl, arch, hidden, dropout, epochs, threads))
+                    key = (name, threads, IMPLS[impl])
+                    res = results.setdefault(key, dict(secs=[], rss=0.0, acc=None))
+                    res["secs"] += [x["seconds"] for x in recs]
+                    res["rss"] = max(res["rss"], rss)
+                    res["acc"] = recs[-1]["test_acc"]
+                    print(json.dumps(dict(round=r + 1, model=key[0], threads=threads, impl=key[2],
+                                          seconds=[x["seconds"] for x in recs], peak_rss_mb=rss)),
+                          file=sys.stderr, flush=True)
+    rows = [dict(model=m, threads=t, impl=i, epochs=len(v["secs"]), median_s=statistics.median(v["secs"]),
+                 min_s=min(v["secs"]), max_s=max(v["secs"]), peak_rss_mb=v["rss"], last_test_acc=v["acc"])
+            for (m, t, i), v in results.items()]
+    print(f"machine: {os.cpu_count()} cores, {cpu_name()}; {a.repeats} alternating round(s)\n")
+    print("| model | threads | implementation | s/epoch (median) | min–max | vs PyTorch from memory | peak RSS (MB) "
+          "| test acc after run |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(x for x in rows if x["model"] == r["model"] and x["impl"].startswith("hypersweep"))
-        print(f"| {r['model']} | {r['impl']} | {r['median_s']:.3f} | {r['median_s'] / base['median_s']:.1f}x "
-              f"| {r['peak_rss_mb']:.0f} | {r['last_test_acc']:.4f} |")
+        ref = next((x for x in rows if x["model"] == r["model"] and x["threads"] == r["threads"]
+                    and x["impl"] == IMPLS["memory"]), None)
+        ratio = f"{r['median_s'] / ref['median_s']:.2f}x" if ref else "-"
+        print(f"| {r['model']} | {r['threads']} | {r['impl']} | {r['median_s']:.3f} | {r['min_s']:.2f}–{r['max_s']:.2f} "
+              f"| {ratio} | {r['peak_rss_mb']:.0f} | {r['last_test_acc']:.4f} |")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump(rows, f, indent=1)

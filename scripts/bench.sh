@@ -2,7 +2,11 @@
 # Benchmarks (never part of CI; timings are published in README with the machine they ran on).
 #
 #   bash scripts/bench.sh train   seconds/epoch + peak RSS: worker vs the notebook's PyTorch loop
-#                                 vs PyTorch from memory (ffv0 h32, cnn h10, full data)
+#                                 vs PyTorch from memory (ffv0 h32, cnn h10, full data), at 1 and 2
+#                                 threads, alternating (BENCH_THREADS, BENCH_REPEATS, BENCH_EPOCHS)
+#   bash scripts/bench.sh cnn     TinyVGG's training step in libtorch several ways (NCHW,
+#                                 channels-last, direct oneDNN, im2col) vs PyTorch NCHW and
+#                                 channels_last, random data, alternating (worker/examples/cnn_variants.rs)
 #   bash scripts/bench.sh lab4    wall time + coordinator peak RSS of `coordinator run sweeps/lab4.toml`
 #   bash scripts/bench.sh overhead  10,000 no-op trials through the real gRPC path, 8 workers
 #   bash scripts/bench.sh check   `coordinator check` of a generated 100,000-trial sweep: time, RSS
@@ -25,7 +29,7 @@ bash scripts/setup.sh
 cargo build --release --locked -p worker -p coordinator
 mkdir -p bench-results
 data=$(pwd)/data/fashion-mnist
-threads=${BENCH_THREADS:-$(nproc)}
+threads=${BENCH_THREADS:-1,$(nproc)}
 
 bench_python() {
     if ! .deps/bench-venv/bin/python -c 'import torch, torchvision' 2>/dev/null; then
@@ -40,7 +44,15 @@ case "${1:-}" in
         py=$(bench_python)
         "$py" benches/train_speed.py --worker target/release/worker --python "$py" \
             --data-dir "$data" --threads "$threads" --epochs "${BENCH_EPOCHS:-3}" \
+            --repeats "${BENCH_REPEATS:-2}" --impls "${BENCH_IMPLS:-worker,memory,notebook}" \
             --json-out bench-results/train_speed.json | tee bench-results/train_speed.md
+        ;;
+    cnn)
+        cargo build --release --locked -p worker --example cnn_variants
+        py=$(bench_python)
+        "$py" benches/cnn_speed.py --example target/release/examples/cnn_variants --python "$py" \
+            --threads "$threads" --repeats "${BENCH_REPEATS:-3}" \
+            --json-out bench-results/cnn_speed.json | tee bench-results/cnn_speed.md
         ;;
     lab4)
         rm -rf bench-results/lab4
@@ -77,7 +89,7 @@ case "${1:-}" in
         python3 benches/asha_lab4.py --out bench-results/asha --seeds "${BENCH_SEEDS:-1-3}" | tee bench-results/asha.md
         ;;
     *)
-        echo "usage: $0 train|lab4|overhead|check|load|regret|asha" >&2
+        echo "usage: $0 train|cnn|lab4|overhead|check|load|regret|asha" >&2
         exit 2
         ;;
 esac

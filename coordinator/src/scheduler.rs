@@ -448,14 +448,16 @@ impl Scheduler {
         }))
     }
 
-    /// Records one epoch of a leased trial and, with stop rules, judges it: whether the trial
-    /// goes on is [`Scheduler::stop_of`] afterwards.
+    /// Records one epoch of a leased trial, trained on `threads` threads (`None`: not said),
+    /// and, with stop rules, judges it: whether the trial goes on is [`Scheduler::stop_of`]
+    /// afterwards.
     pub fn report_epoch(
         &mut self,
         worker: &WorkerId,
         trial: &TrialId,
         attempt: u32,
         metrics: EpochMetrics,
+        threads: Option<u32>,
         now: Instant,
     ) -> Result<ReportOutcome> {
         let i = self.holder(worker, trial, attempt, now)?;
@@ -505,6 +507,7 @@ impl Scheduler {
             host: info.host.clone(),
             // Not the scheduler's to know: the service sets it from the report.
             gpu_peak_memory_bytes: None,
+            threads,
         })))
     }
 

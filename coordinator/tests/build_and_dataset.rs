@@ -106,6 +106,7 @@ async fn the_build_goes_to_trials_parquet_and_the_machine_to_every_epoch_row() {
             checkpoint: Vec::new(),
             gpu_peak_memory_bytes: gpu,
             diverged: None,
+            threads: 1,
         })
         .await
         .unwrap();

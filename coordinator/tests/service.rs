@@ -67,6 +67,7 @@ fn report(worker: &str, trial: &str, attempt: u32, m: pb::EpochMetrics) -> pb::R
         worker_id: worker.into(),
         trial: ta(trial, attempt),
         metrics: Some(m),
+        threads: 3,
         ..Default::default()
     }
 }
@@ -178,12 +179,20 @@ async fn a_worker_runs_the_sweep_and_results_reach_parquet() {
             .as_any()
             .downcast_ref::<StringArray>()
             .unwrap();
+        // issue 13: the thread count the report carried.
+        let threads = b
+            .column_by_name("threads")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         for i in 0..b.num_rows() {
             assert!(
                 keys.insert((ids.value(i).to_owned(), epochs.value(i))),
                 "duplicate epoch row"
             );
             assert_eq!(workers.value(i), "one");
+            assert_eq!(threads.value(i), 3);
         }
     }
     assert_eq!(keys.len(), 3);

@@ -953,6 +953,7 @@ fn write_search(dir: &Path, base: &[f64], stopped: &[usize]) -> Vec<proto::Trial
                 device_name: "a CPU".into(),
                 host: "h".into(),
                 gpu_peak_memory_bytes: None,
+                threads: Some(1),
             });
         }
         trials.push(TrialRecord {

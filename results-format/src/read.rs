@@ -122,6 +122,8 @@ pub struct EpochRow {
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
     pub seconds: Option<f64>,
+    /// libtorch's intra-op threads while the epoch trained (issue 13; `None` in older files).
+    pub threads: Option<i64>,
 }
 
 impl EpochValues for EpochRow {
@@ -375,6 +377,7 @@ pub fn read_epochs(dir: &Path) -> Result<BTreeMap<String, Vec<EpochRow>>> {
             let test_loss = c.f64s("test_loss", false)?;
             let test_acc = c.f64s(col::TEST_ACC, false)?;
             let seconds = c.f64s(col::SECONDS, false)?;
+            let threads = c.i64s(col::THREADS, false)?;
             let recorded = c.micros(col::RECORDED_AT)?;
             for i in 0..batch.num_rows() {
                 let (Some(id), Some(ep)) = (ids[i].clone(), epoch[i]) else {
@@ -392,6 +395,7 @@ pub fn read_epochs(dir: &Path) -> Result<BTreeMap<String, Vec<EpochRow>>> {
                     test_loss: test_loss[i],
                     test_acc: test_acc[i],
                     seconds: seconds[i],
+                    threads: threads[i],
                 };
                 seq += 1;
                 let key = (id, ep);

@@ -3,7 +3,7 @@
 //! `trials.parquet`: `trial_id`, the hyperparameter columns, then the trial's progress.
 //! `epochs/*.parquet`: `trial_id`, `epoch`, the six metric columns (named by
 //! [`Metric::as_str`]), `seconds`, who recorded it, then the hyperparameter columns, so one
-//! glob answers most questions without a join.
+//! glob answers most questions without a join, then `threads` (issue 13).
 
 use crate::best::Metric;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -56,6 +56,9 @@ pub const STOP_EPOCH: &str = "stop_epoch";
 pub const EPOCH: &str = "epoch";
 pub const SECONDS: &str = "seconds";
 pub const RECORDED_AT: &str = "recorded_at";
+/// issue 13: in the epoch files, libtorch's intra-op threads while the epoch trained (null
+/// when the worker did not say).
+pub const THREADS: &str = "threads";
 
 // issue 10: which build trained a trial, and on what.
 /// In `trials.parquet`: the build of the worker of the latest attempt, as `worker --version`
@@ -150,5 +153,7 @@ pub fn epochs() -> SchemaRef {
         Field::new(HOST, DataType::Utf8, true),
         Field::new(GPU_PEAK_MEMORY_BYTES, DataType::Int64, true),
     ]);
+    // issue 13: the thread count of every epoch.
+    fields.push(Field::new(THREADS, DataType::Int64, true));
     Arc::new(Schema::new(fields))
 }

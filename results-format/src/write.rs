@@ -41,6 +41,8 @@ pub struct EpochRecord {
     pub host: String,
     /// See [`schema::GPU_PEAK_MEMORY_BYTES`].
     pub gpu_peak_memory_bytes: Option<u64>,
+    /// libtorch's intra-op threads while the epoch trained; `None`: the worker did not say.
+    pub threads: Option<u32>,
 }
 
 /// Everything `trials.parquet` holds about one trial.
@@ -277,6 +279,7 @@ pub fn epochs_batch(
     let mut device_name = StringBuilder::new();
     let mut host = StringBuilder::new();
     let mut gpu_memory = Int64Builder::new();
+    let mut threads = Int64Builder::new();
     for r in records {
         trial_id.append_value(r.trial_id.as_str());
         epoch.append_value(i64::from(r.metrics.epoch));
@@ -295,6 +298,7 @@ pub fn epochs_batch(
             r.gpu_peak_memory_bytes
                 .map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         );
+        threads.append_option(r.threads.map(i64::from));
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(trial_id.finish()), Arc::new(epoch.finish())];
     columns.extend(metrics.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
@@ -310,6 +314,7 @@ pub fn epochs_batch(
         Arc::new(host.finish()),
         Arc::new(gpu_memory.finish()),
     ]);
+    columns.push(Arc::new(threads.finish()));
     RecordBatch::try_new(schema::epochs(), columns)
 }
 

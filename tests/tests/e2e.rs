@@ -51,6 +51,13 @@ fn smoke_sweep_with_two_local_workers_lands_in_parquet_that_duckdb_reads() {
         )),
         ["8,8"]
     );
+    // issue 13: every epoch row says how many threads it trained with (`--threads 1`).
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), min(threads), max(threads) FROM '{r}/epochs/*.parquet'"
+        )),
+        ["8,1,1"]
+    );
     // Both local workers joined (which of them trains what depends on timing: a worker that
     // loads its data first may take all four small trials).
     for i in 1..=2 {
@@ -296,6 +303,13 @@ fn a_worker_killed_mid_trial_has_its_trial_finished_elsewhere_without_duplicates
     assert!(
         by_worker.iter().any(|l| l.starts_with("rescuer,")),
         "{by_worker:?}"
+    );
+    // Both workers trained on one thread, before and after the resume.
+    assert_eq!(
+        sql(&format!(
+            "SELECT DISTINCT threads FROM '{r}/epochs/*.parquet'"
+        )),
+        ["1"]
     );
 }
 

@@ -8,8 +8,9 @@
 //! - **optimizer:** the momentum buffers of [`crate::sgd::Sgd`] under
 //!   `optimizer.momentum.<variable>` (none when momentum is 0 or before the first step, as in
 //!   PyTorch);
-//! - **RNG:** nothing but `(seed, epoch)`, stored as metadata: libtorch's generator is
-//!   reseeded at every epoch boundary from them;
+//! - **RNG:** nothing but `(seed, trial, epoch)`, stored as metadata: libtorch's generator
+//!   (the shuffle) is reseeded at every epoch boundary from `(seed, epoch)` and the dropout
+//!   masks are the trial's own stream keyed by `(seed, trial, epoch, step)`;
 //! - **epoch:** the number of finished epochs, plus their metrics (`trial.history`, `F64`
 //!   `[epoch, 8]` in [`EpochMetrics`]' field order) so that `config.json` of a resumed trial
 //!   lists every epoch;
@@ -18,7 +19,7 @@
 //!   `best_epoch` in the metadata whenever an epoch has been best. Optional: a checkpoint
 //!   without them resumes too (its trial then ends with its last weights).
 //!
-//! Metadata: `format = "hypersweep-checkpoint/1"`, `trial_id`, `epoch`, `seed`, the split
+//! Metadata: `format = "hypersweep-checkpoint/2"`, `trial_id`, `epoch`, `seed`, the split
 //! sizes (`train_images`, `validation_images`, `test_images`), `best_epoch` when known, and
 //! `libtorch` (informational). [`decode`] checks all of them but `libtorch`, then every tensor's name,
 //! dtype and shape, before anything is handed back.
@@ -30,8 +31,11 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{HashMap, HashSet};
 use tch::{Device, Kind, Tensor};
 
-/// The `format` metadata of a checkpoint; bump it when the layout changes.
-pub const CHECKPOINT_FORMAT: &str = "hypersweep-checkpoint/1";
+/// The `format` metadata of a checkpoint; bump it when the layout or the meaning changes.
+/// `/2`: dropout masks come from the trial's own stream ([`crate::masks`]), not libtorch's
+/// generator, so a `/1` checkpoint of a trial with dropout would resume into other masks:
+/// refused, and such a trial trains from scratch.
+pub const CHECKPOINT_FORMAT: &str = "hypersweep-checkpoint/2";
 /// Prefix of the momentum buffers' names in a checkpoint.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 /// Name of the finished epochs' metrics in a checkpoint.

@@ -309,12 +309,14 @@ impl Coordinator {
         self.held.lock().expect("held attempts").clone()
     }
 
-    /// Reports one finished epoch of `a` with the state after it (empty: none) and this
-    /// process's GPU memory ([`crate::gpu::process_memory`]); the answer may stop the trial.
+    /// Reports one finished epoch of `a`, trained on `threads` threads (0: unknown), with the
+    /// state after it (empty: none) and this process's GPU memory
+    /// ([`crate::gpu::process_memory`]); the answer may stop the trial.
     pub async fn report(
         &self,
         a: &Attempt,
         metrics: &EpochMetrics,
+        threads: u32,
         checkpoint: Vec<u8>,
         gpu_peak_memory_bytes: Option<u64>,
     ) -> Result<Answer> {
@@ -325,6 +327,7 @@ impl Coordinator {
             checkpoint,
             gpu_peak_memory_bytes,
             diverged: None,
+            threads,
         };
         self.reported(a, req).await
     }
@@ -344,6 +347,7 @@ impl Coordinator {
             metrics: None,
             checkpoint: Vec::new(),
             gpu_peak_memory_bytes: None,
+            threads: 0,
             diverged: Some(pb::Diverged {
                 epoch,
                 loss: loss.to_owned(),

@@ -45,10 +45,18 @@ use tracing::{info, warn};
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
 const MAX_CHECKPOINT: usize = 60 << 20;
 
-/// One finished epoch on its way from the training thread: its metrics, the checkpoint
-/// after it, how many training samples it went through (for the throughput heartbeats
-/// report), and the process's GPU memory then.
-type Epoch = (EpochMetrics, Vec<u8>, u64, Option<u64>);
+/// One finished epoch on its way from the training thread to the coordinator.
+struct Trained {
+    metrics: EpochMetrics,
+    /// The thread count it trained with.
+    threads: u32,
+    /// The checkpoint after it (empty: none).
+    checkpoint: Vec<u8>,
+    /// Training samples it went through (for the throughput heartbeats report).
+    samples: u64,
+    /// This process's GPU memory at its end.
+    gpu_memory: Option<u64>,
+}
 
 struct Ctx {
     coord: Arc<Coordinator>,
@@ -198,7 +206,7 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
                 Ok(h) if h.objective == Objective::Synthetic => {
                     run_synthetic(&ctx.coord, leased, &h).await?
                 }
-                Ok(h) if ctx.noop => run_noop(&ctx.coord, leased, &h).await?,
+                Ok(h) if ctx.noop => run_noop(&ctx.coord, leased, &h, ctx.threads as u32).await?,
                 Ok(h) => run_trial(&ctx, slot, leased, h).await?,
             },
             Offer::Wait(pause) => tokio::time::sleep(pause).await,
@@ -318,8 +326,8 @@ enum Verdict {
 fn start_training(
     job: Job,
     slot: usize,
-) -> Result<(mpsc::Receiver<Epoch>, JoinHandle<Result<()>>)> {
-    let (tx, rx) = mpsc::channel::<Epoch>(2);
+) -> Result<(mpsc::Receiver<Trained>, JoinHandle<Result<()>>)> {
+    let (tx, rx) = mpsc::channel::<Trained>(2);
     let out_dir = job.out_dir.clone();
     let thread = std::thread::Builder::new()
         .name(format!("train-{slot}"))
@@ -332,26 +340,28 @@ fn start_training(
 /// for the verdict at rungs), write the artifacts (the best epoch's) once training ends, by
 /// itself or stopped by a rule. Stops with [`Error::Abandoned`] when the lease is lost or
 /// nobody listens.
-fn train(job: Job, epochs: mpsc::Sender<Epoch>) -> Result<()> {
+fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
     device::set_threads(job.threads);
     let mut trial = start_or_resume(&job)?;
     trial.checkpoint_every_epoch = true;
     let samples = u64::try_from(trial.splits.train.len()).unwrap_or(0);
     let mut first_train_loss = trial.history.first().map(|m| m.train_loss);
-    let trained = trial.run(&mut |m: &EpochMetrics, ckpt: Option<&[u8]>| {
+    let trained = trial.run(&mut |e: &crate::train::Epoch<'_>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
                 "the coordinator re-leased this trial".into(),
             ));
         }
-        let gpu_memory = crate::gpu::process_memory(job.device);
+        let m = &e.metrics;
+        let trained = Trained {
+            metrics: e.metrics,
+            threads: e.threads,
+            checkpoint: e.checkpoint.map(<[u8]>::to_vec).unwrap_or_default(),
+            samples,
+            gpu_memory: crate::gpu::process_memory(job.device),
+        };
         epochs
-            .blocking_send((
-                *m,
-                ckpt.map(<[u8]>::to_vec).unwrap_or_default(),
-                samples,
-                gpu_memory,
-            ))
+            .blocking_send(trained)
             .map_err(|_| Error::Abandoned("reporting stopped".into()))?;
         if let Some(why) = exploded(job.divergence, &mut first_train_loss, m) {
             return Err(Error::Stopped(why));
@@ -425,11 +435,18 @@ enum Forwarded {
 async fn forward_epochs(
     coord: &Coordinator,
     attempt: &Attempt,
-    mut epochs: mpsc::Receiver<Epoch>,
+    mut epochs: mpsc::Receiver<Trained>,
     rungs: &[u32],
     verdicts: std::sync::mpsc::Sender<Verdict>,
 ) -> Result<Forwarded> {
-    while let Some((m, mut checkpoint, samples, gpu_memory)) = epochs.recv().await {
+    while let Some(Trained {
+        metrics: m,
+        threads,
+        mut checkpoint,
+        samples,
+        gpu_memory,
+    }) = epochs.recv().await
+    {
         coord.epoch_trained(samples, m.seconds, gpu_memory);
         if checkpoint.len() > MAX_CHECKPOINT {
             // Past the coordinator's message limit the whole report would be refused: send
@@ -438,9 +455,12 @@ async fn forward_epochs(
                 "checkpoint too large for the coordinator, epoch reported without it");
             checkpoint = Vec::new();
         }
-        let refused = match coord.report(attempt, &m, checkpoint, gpu_memory).await {
+        let refused = match coord
+            .report(attempt, &m, threads, checkpoint, gpu_memory)
+            .await
+        {
             Ok(Answer::Ok) => {
-                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, gpu_memory, "epoch finished");
+                info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, threads, gpu_memory, "epoch finished");
                 if rungs.contains(&m.epoch) {
                     let _ = verdicts.send(Verdict::Continue);
                 }

@@ -2,9 +2,10 @@
 //!
 //! This is the only crate that links libtorch. [`data`] turns the Fashion-MNIST bytes of the
 //! `dataset` crate into tensors and carves the validation split; [`model`] holds the five
-//! networks; [`train`] runs one trial and reports each epoch through an [`train::EpochSink`],
-//! stepping with the hand-written [`sgd`] and saving its state as a [`checkpoint`], keeping
-//! its [`best`] epoch's weights for the artifacts;
+//! networks, whose dropout draws from each trial's own [`masks`]; [`train`] runs one trial and
+//! reports each epoch through an [`train::EpochSink`], stepping with the hand-written [`sgd`]
+//! and saving its state as a [`checkpoint`], keeping its [`best`] epoch's weights for the
+//! artifacts;
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
 //! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
@@ -24,6 +25,7 @@ pub mod device;
 pub mod fetch;
 pub mod gpu;
 pub mod join;
+pub mod masks;
 pub mod model;
 pub mod sgd;
 pub mod slots;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use worker::cli::{Cli, Command, Format, TrainArgs};
-use worker::train::Trial;
+use worker::train::{Epoch, Trial};
 use worker::{data, device};
 
 fn main() {
@@ -55,9 +55,14 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let format = args.format;
-    trial.run(&mut |m: &proto::EpochMetrics, _checkpoint: Option<&[u8]>| {
+    trial.run(&mut |e: &Epoch<'_>| {
+        let m = &e.metrics;
         match format {
-            Format::Json => println!("{}", serde_json::to_string(m).expect("json of plain data")),
+            Format::Json => {
+                let mut obj = serde_json::to_value(m).expect("json of plain data");
+                obj["threads"] = e.threads.into();
+                println!("{obj}")
+            }
             Format::Text => println!(
                 "epoch {:>3}  train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.2}s",
                 m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.test_loss, m.test_acc, m.seconds

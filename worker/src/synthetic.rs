@@ -15,8 +15,13 @@ use proto::{Artifact, EpochMetrics, Hyperparams};
 use tracing::info;
 
 /// `--noop`: every epoch (after the lease's `start_epoch`) reported at once with made-up
-/// metrics, then `Finish`.
-pub async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
+/// metrics (and the worker's thread count, as a trained epoch would say it), then `Finish`.
+pub async fn run_noop(
+    coord: &Coordinator,
+    leased: Leased,
+    h: &Hyperparams,
+    threads: u32,
+) -> Result<()> {
     let made_up = |epoch: u32| {
         let acc = 0.5 + 0.4 * f64::from(epoch) / f64::from(h.epochs);
         let loss = 1.0 - acc / 2.0;
@@ -31,12 +36,12 @@ pub async fn run_noop(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> R
             seconds: 0.0,
         }
     };
-    report_all(coord, leased, h, made_up, false).await
+    report_all(coord, leased, h, made_up, threads, false).await
 }
 
 /// `objective = "synthetic"`: epoch `e` reports `val_acc = q · (1 − 0.5^e)` (see
 /// `search::synthetic`), `val_loss = 1 − val_acc`, the train and test columns equal to the
-/// validation ones.
+/// validation ones. It trains nothing, so its epochs say no thread count.
 pub async fn run_synthetic(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
     let metrics = |epoch: u32| {
         let acc = search::synthetic::val_acc(h.lr, f64::from(h.hidden), h.dropout, epoch);
@@ -52,7 +57,7 @@ pub async fn run_synthetic(coord: &Coordinator, leased: Leased, h: &Hyperparams)
             seconds: 0.0,
         }
     };
-    report_all(coord, leased, h, metrics, true).await
+    report_all(coord, leased, h, metrics, 0, true).await
 }
 
 /// Reports `metrics` of every epoch after the lease's `start_epoch`, until the last or a
@@ -62,6 +67,7 @@ async fn report_all(
     leased: Leased,
     h: &Hyperparams,
     metrics: impl Fn(u32) -> EpochMetrics,
+    threads: u32,
     config: bool,
 ) -> Result<()> {
     let attempt = leased.attempt;
@@ -70,7 +76,10 @@ async fn report_all(
     for epoch in leased.start_epoch.saturating_add(1)..=h.epochs {
         let m = metrics(epoch);
         history.push(m);
-        match coord.report(&attempt, &m, Vec::new(), None).await? {
+        match coord
+            .report(&attempt, &m, threads, Vec::new(), None)
+            .await?
+        {
             Answer::Ok => {}
             Answer::Stop(why) => {
                 info!(trial = %attempt.trial_id, epoch, reason = %why, "trial stopped by a rule");

@@ -2,9 +2,20 @@
 //! partial batch trained, exact sample-weighted metrics on train, validation and test.
 //!
 //! Metrics leave through an [`EpochSink`]: gRPC when a worker serves a coordinator, stdout
-//! for `worker train`, a `Vec` in tests. With [`Trial::checkpoint_every_epoch`] each epoch
-//! also hands the sink a checkpoint ([`Trial::checkpoint`]) that [`Trial::restore`] on any
-//! worker resumes from.
+//! for `worker train`, a `Vec` in tests. Each [`Epoch`] carries the thread count it trained
+//! with and, with [`Trial::checkpoint_every_epoch`], a checkpoint ([`Trial::checkpoint`])
+//! that [`Trial::restore`] on any worker resumes from.
+//!
+//! ## Random numbers
+//!
+//! - **initial weights:** libtorch's generator seeded with `manual_seed(seed)` in
+//!   [`Trial::new`];
+//! - **the shuffle:** libtorch's generator, reseeded at the start of every epoch `e` from
+//!   [`epoch_seed`]`(seed, e)`; its `randperm` is the only draw from it during training, so
+//!   trials that share a seed (and split) share their batch stream;
+//! - **dropout masks:** the trial's own stream ([`crate::masks`]), keyed by
+//!   `(seed, trial id, epoch, step)`: a trial's masks are the same whatever else trains in
+//!   the same process, and two trials that share a seed get different masks.
 //!
 //! ## Resuming gives the same numbers
 //!
@@ -13,12 +24,9 @@
 //! count. That takes the whole training state, and a checkpoint holds all of it:
 //!
 //! - **model and optimizer:** every variable and every momentum buffer of [`Sgd`];
-//! - **RNG:** libtorch's generator is reseeded at the start of every epoch `e` from
-//!   [`epoch_seed`]`(seed, e)` (the per-epoch shuffle and dropout masks are its only draws
-//!   during training), so the RNG state at an epoch boundary is a pure function of the seed
-//!   and the epoch: **the RNG state of a checkpoint is `(seed, epoch)`**, stored as metadata,
-//!   and no generator dump is needed. Initial weights still come from `manual_seed(seed)`
-//!   in [`Trial::new`];
+//! - **RNG:** every random stream restarts at an epoch boundary from `(seed, trial, epoch)`
+//!   alone (above), so **the RNG state of a checkpoint is `(seed, trial, epoch)`**, stored
+//!   as metadata, and no generator dump is needed;
 //! - **epoch:** the number of finished epochs, plus their metrics.
 //!
 //! The SGD is [`crate::sgd`]; the checkpoint's bytes and the checks before a restore are
@@ -28,32 +36,44 @@
 use crate::best::BestWeights;
 use crate::checkpoint::{self, Identity, Layout, State};
 use crate::data::{self, Splits, TensorSplit};
+use crate::masks::MaskStream;
 use crate::model::Net;
 use crate::sgd::Sgd;
 use crate::{Error, Result};
 use proto::{Artifact, EpochMetrics, Hyperparams};
 use std::path::Path;
 use std::time::Instant;
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+/// One finished epoch, as an [`EpochSink`] gets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoch<'a> {
+    pub metrics: EpochMetrics,
+    /// libtorch's intra-op threads while the epoch trained (`tch::get_num_threads` at its
+    /// start): a trial's numbers are reproducible under the same thread schedule.
+    pub threads: u32,
+    /// The trial's state after this epoch ([`Trial::checkpoint`] bytes) when
+    /// [`Trial::checkpoint_every_epoch`] is set, else `None`.
+    pub checkpoint: Option<&'a [u8]>,
+}
+
 /// Where each finished epoch goes. Returning an error stops the trial (e.g. its lease was
-/// taken away). `checkpoint` is the trial's state after this epoch ([`Trial::checkpoint`]
-/// bytes) when [`Trial::checkpoint_every_epoch`] is set, else `None`.
+/// taken away).
 pub trait EpochSink {
-    fn epoch(&mut self, metrics: &EpochMetrics, checkpoint: Option<&[u8]>) -> Result<()>;
+    fn epoch(&mut self, epoch: &Epoch<'_>) -> Result<()>;
 }
 
 impl EpochSink for Vec<EpochMetrics> {
-    fn epoch(&mut self, metrics: &EpochMetrics, _checkpoint: Option<&[u8]>) -> Result<()> {
-        self.push(*metrics);
+    fn epoch(&mut self, epoch: &Epoch<'_>) -> Result<()> {
+        self.push(epoch.metrics);
         Ok(())
     }
 }
 
-impl<F: FnMut(&EpochMetrics, Option<&[u8]>) -> Result<()>> EpochSink for F {
-    fn epoch(&mut self, metrics: &EpochMetrics, checkpoint: Option<&[u8]>) -> Result<()> {
-        self(metrics, checkpoint)
+impl<F: FnMut(&Epoch<'_>) -> Result<()>> EpochSink for F {
+    fn epoch(&mut self, epoch: &Epoch<'_>) -> Result<()> {
+        self(epoch)
     }
 }
 
@@ -150,10 +170,15 @@ impl Trial {
     /// Trains the remaining epochs (`epochs_done + 1 ..= hparams.epochs`), handing each one's
     /// metrics, and its checkpoint if [`Trial::checkpoint_every_epoch`], to `sink`.
     pub fn run(&mut self, sink: &mut dyn EpochSink) -> Result<()> {
+        let trial_id = self.hparams.trial_id();
         for epoch in self.epochs_done + 1..=self.hparams.epochs {
+            // The shuffle is libtorch's (trials sharing a seed share it); dropout masks are
+            // the trial's own stream.
             seed_libtorch(epoch_seed(self.hparams.seed, epoch), self.device);
+            let mut masks = MaskStream::new(self.hparams.seed, &trial_id, epoch);
+            let threads = u32::try_from(tch::get_num_threads()).unwrap_or(0);
             let started = Instant::now();
-            let (train_loss, train_acc) = self.train_epoch()?;
+            let (train_loss, train_acc) = self.train_epoch(&mut masks)?;
             if !train_loss.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
@@ -177,7 +202,7 @@ impl Trial {
                     return Err(Error::Diverged { epoch, which, loss });
                 }
             }
-            let m = EpochMetrics {
+            let metrics = EpochMetrics {
                 epoch,
                 train_loss,
                 train_acc,
@@ -188,19 +213,23 @@ impl Trial {
                 seconds: started.elapsed().as_secs_f64(),
             };
             self.epochs_done = epoch;
-            self.history.push(m);
-            self.best.observe(&m, &self.vs);
+            self.history.push(metrics);
+            self.best.observe(&metrics, &self.vs);
             let checkpoint = if self.checkpoint_every_epoch {
                 Some(self.checkpoint()?)
             } else {
                 None
             };
-            sink.epoch(&m, checkpoint.as_deref())?;
+            sink.epoch(&Epoch {
+                metrics,
+                threads,
+                checkpoint: checkpoint.as_deref(),
+            })?;
         }
         Ok(())
     }
 
-    fn train_epoch(&mut self) -> Result<(f64, f64)> {
+    fn train_epoch(&mut self, masks: &mut MaskStream) -> Result<(f64, f64)> {
         let train = &self.splits.train;
         let n = train.len();
         let bs = i64::from(self.hparams.batch_size);
@@ -210,12 +239,13 @@ impl Trial {
         // Sums stay on the device so that no step waits for a host copy.
         let mut loss_sum = Tensor::zeros([], (Kind::Double, self.device));
         let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
-        let mut start = 0;
+        let (mut start, mut step) = (0, 0);
         while start < n {
             let len = bs.min(n - start);
             let x = data::normalize(&images.narrow(0, start, len));
             let y = labels.narrow(0, start, len);
-            let logits = self.net.forward_t(&x, true);
+            masks.step(step);
+            let logits = self.net.forward(&x, Some(&mut *masks));
             let loss = logits.cross_entropy_for_logits(&y);
             self.opt.backward_step(&loss)?;
             tch::no_grad(|| {
@@ -223,6 +253,7 @@ impl Trial {
                 correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
             });
             start += len;
+            step += 1;
         }
         let loss = loss_sum.double_value(&[]) / n as f64;
         let acc = correct.int64_value(&[]) as f64 / n as f64;
@@ -359,7 +390,7 @@ pub fn evaluate(net: &Net, split: &TensorSplit, probs: bool) -> (f64, f64, Optio
             let len = EVAL_BATCH.min(n - start);
             let x = data::normalize(&split.images.narrow(0, start, len));
             let y = split.labels.narrow(0, start, len);
-            let logits = net.forward_t(&x, false);
+            let logits = net.forward(&x, None);
             loss_sum += logits
                 .cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)
                 .to_kind(Kind::Double);

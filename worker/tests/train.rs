@@ -3,10 +3,9 @@
 
 use proto::{Arch, EpochMetrics, Hyperparams};
 use std::process::Command;
-use tch::nn::ModuleT;
 use tch::Device;
 use worker::data::Subset;
-use worker::train::Trial;
+use worker::train::{Epoch, Trial};
 
 fn data() -> dataset::FashionMnist {
     let dir = dataset::locate(None).expect("Fashion-MNIST (run `bash scripts/setup.sh data`)");
@@ -48,10 +47,10 @@ fn run_with_checkpoints(
     let mut trial = Trial::new(h, &d, subset, Device::Cpu).unwrap();
     trial.checkpoint_every_epoch = true;
     let (mut metrics, mut checkpoints) = (Vec::new(), Vec::new());
-    let r = trial.run(&mut |m: &EpochMetrics, c: Option<&[u8]>| {
-        metrics.push(*m);
-        checkpoints.push(c.expect("a checkpoint every epoch").to_vec());
-        if m.epoch == stop {
+    let r = trial.run(&mut |e: &Epoch<'_>| {
+        metrics.push(e.metrics);
+        checkpoints.push(e.checkpoint.expect("a checkpoint every epoch").to_vec());
+        if e.metrics.epoch == stop {
             return Err(worker::Error::Abandoned("simulated crash".into()));
         }
         Ok(())
@@ -202,7 +201,7 @@ fn a_checkpoint_is_named_safetensors_with_metadata() {
     assert_eq!(w.shape(), [8, 784]);
     let (_, header) = safetensors::SafeTensors::read_metadata(&checkpoints[1]).unwrap();
     let meta = header.metadata().as_ref().unwrap();
-    assert_eq!(meta["format"], "hypersweep-checkpoint/1");
+    assert_eq!(meta["format"], "hypersweep-checkpoint/2");
     assert_eq!(meta["trial_id"], h.trial_id().to_string());
     assert_eq!(meta["epoch"], "2");
     assert_eq!(meta["seed"], h.seed.to_string());
@@ -495,8 +494,8 @@ fn checkpoint_round_trips_through_safetensors() {
     vs.load(dir.path().join("model.safetensors")).unwrap();
     let x = trial.splits.test.images.narrow(0, 0, 8);
     let x = worker::data::normalize(&x);
-    let a = tch::no_grad(|| trial.net.forward_t(&x, false));
-    let b = tch::no_grad(|| net.forward_t(&x, false));
+    let a = tch::no_grad(|| trial.net.forward(&x, None));
+    let b = tch::no_grad(|| net.forward(&x, None));
     assert!(a.allclose(&b, 0.0, 0.0, false));
     let preds = tch::Tensor::read_safetensors(dir.path().join("predictions.safetensors")).unwrap();
     let probs = &preds.iter().find(|(n, _)| n == "probs").unwrap().1;
@@ -726,9 +725,9 @@ fn the_artifacts_hold_the_best_epochs_weights_even_after_a_resume() {
     first.set_goal(goal);
     first.checkpoint_every_epoch = true;
     let mut checkpoints = Vec::new();
-    let stopped = first.run(&mut |m: &EpochMetrics, c: Option<&[u8]>| {
-        checkpoints.push(c.unwrap().to_vec());
-        if m.epoch == 2 {
+    let stopped = first.run(&mut |e: &Epoch<'_>| {
+        checkpoints.push(e.checkpoint.unwrap().to_vec());
+        if e.metrics.epoch == 2 {
             return Err(worker::Error::Abandoned("simulated crash".into()));
         }
         Ok(())
@@ -784,4 +783,169 @@ fn the_artifacts_hold_the_best_epochs_weights_even_after_a_resume() {
             assert!(t.equal(&epoch1[&name]), "{name}");
         }
     }
+}
+
+#[test]
+fn dropout_masks_are_the_trials_own() {
+    // Two trials that differ only in their number of epochs share seed, initial weights and
+    // shuffle but not their id: only their dropout masks tell them apart.
+    let subset = Subset {
+        train: Some(2000),
+        test: Some(300),
+    };
+    let first_epoch = |arch, hidden, epochs| {
+        let h = Hyperparams {
+            arch,
+            hidden,
+            dropout: 0.25,
+            epochs,
+            ..Default::default()
+        };
+        let (_, m) = run(&h, subset);
+        strip(&m[..1])
+    };
+    let (a, b) = (
+        first_epoch(Arch::Ffv3, 32, 2),
+        first_epoch(Arch::Ffv3, 32, 3),
+    );
+    assert_ne!(a, b, "two trials with one seed drew the same masks");
+    // Without dropout the same two trials train alike: the difference above is the masks'.
+    assert_eq!(
+        first_epoch(Arch::Ffv2, 32, 2),
+        first_epoch(Arch::Ffv2, 32, 3)
+    );
+
+    // The same trial in another process, where libtorch's generator has been drawn from in
+    // between and another trial trained first, gets the same masks: the same numbers.
+    let h = Hyperparams {
+        arch: Arch::Ffv3,
+        hidden: 32,
+        dropout: 0.25,
+        epochs: 2,
+        ..Default::default()
+    };
+    let out = worker_cmd()
+        .args([
+            "train",
+            "--arch",
+            "ffv3",
+            "--hidden",
+            "32",
+            "--dropout",
+            "0.25",
+        ])
+        .args([
+            "--lr",
+            &h.lr.to_string(),
+            "--epochs",
+            "2",
+            "--format",
+            "json",
+        ])
+        .args([
+            "--train-limit",
+            "2000",
+            "--test-limit",
+            "300",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other_process: Vec<EpochMetrics> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = tch::Tensor::rand([777], (tch::Kind::Float, Device::Cpu));
+    let (_, here) = run(&h, subset);
+    for (a, b) in here.iter().zip(&other_process) {
+        // Training, where the masks act, bit for bit.
+        assert_eq!(
+            a.train_loss.to_bits(),
+            b.train_loss.to_bits(),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(a.train_acc, b.train_acc);
+        // Evaluation of the same weights may differ in the last bit between a fresh process
+        // and one that trained other trials before (seen: test_loss 1 ulp apart, while the
+        // first trial trained in this process matched bit for bit): libtorch's, not the masks'.
+        for (x, y) in [(a.val_loss, b.val_loss), (a.test_loss, b.test_loss)] {
+            assert!((x - y).abs() <= 1e-12 * x.abs(), "{a:?} {b:?}");
+        }
+        assert_eq!((a.val_acc, a.test_acc), (b.val_acc, b.test_acc));
+    }
+    assert_eq!(here.len(), other_process.len());
+}
+
+#[test]
+fn the_cnn_saves_the_notebooks_names_in_nchw() {
+    let h = Hyperparams {
+        arch: Arch::Cnn,
+        hidden: 4,
+        epochs: 1,
+        validation: 0.0,
+        ..Default::default()
+    };
+    let (trial, _) = run(
+        &h,
+        Subset {
+            train: Some(320),
+            test: Some(50),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    trial
+        .save_artifacts(dir.path(), serde_json::json!({}))
+        .unwrap();
+    let saved = tch::Tensor::read_safetensors(dir.path().join("model.safetensors")).unwrap();
+    let saved: std::collections::BTreeMap<String, tch::Tensor> = saved.into_iter().collect();
+    let shapes: Vec<(&str, Vec<i64>)> = saved.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    assert_eq!(
+        shapes,
+        [
+            ("block_1.0.bias", vec![4]),
+            ("block_1.0.weight", vec![4, 1, 3, 3]),
+            ("block_1.2.bias", vec![4]),
+            ("block_1.2.weight", vec![4, 4, 3, 3]),
+            ("block_2.0.bias", vec![4]),
+            ("block_2.0.weight", vec![4, 4, 3, 3]),
+            ("block_2.2.bias", vec![4]),
+            ("block_2.2.weight", vec![4, 4, 3, 3]),
+            ("classifier.1.bias", vec![10]),
+            ("classifier.1.weight", vec![10, 196]),
+        ]
+    );
+    // The notebook's forward, written here with plain NCHW ops on the saved tensors, gives
+    // the trained network's logits: the weights are in the notebook's layout.
+    let w = |n: &str| &saved[n];
+    let conv = |x: &tch::Tensor, l: &str| {
+        x.conv2d(
+            w(&format!("{l}.weight")),
+            Some(w(&format!("{l}.bias"))),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        )
+        .relu()
+    };
+    let x = worker::data::normalize(&trial.splits.test.images.narrow(0, 0, 16));
+    let notebook = tch::no_grad(|| {
+        let x = conv(&conv(&x, "block_1.0"), "block_1.2").max_pool2d_default(2);
+        let x = conv(&conv(&x, "block_2.0"), "block_2.2").max_pool2d_default(2);
+        x.flatten(1, -1)
+            .linear(w("classifier.1.weight"), Some(w("classifier.1.bias")))
+    });
+    let ours = tch::no_grad(|| trial.net.forward(&x, None));
+    assert!(
+        ours.allclose(&notebook, 1e-5, 1e-5, false),
+        "max difference {}",
+        (&ours - &notebook).abs().max().double_value(&[])
+    );
 }

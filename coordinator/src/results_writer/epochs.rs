@@ -198,7 +198,7 @@ mod tests {
                 // Every epoch reported twice: the repeat must not reach the files.
                 for _ in 0..2 {
                     if let ReportOutcome::Accepted(r) = s
-                        .report_epoch(&w, &l.trial_id, l.attempt, metrics(epoch, val), t0)
+                        .report_epoch(&w, &l.trial_id, l.attempt, metrics(epoch, val), Some(2), t0)
                         .unwrap()
                     {
                         assert!(writer.push(seq, *r));
@@ -353,6 +353,7 @@ mod tests {
             device_name: String::new(),
             host: String::new(),
             gpu_peak_memory_bytes: None,
+            threads: None,
         };
         assert!(
             !w.should_flush(t0 + Duration::from_secs(60)),

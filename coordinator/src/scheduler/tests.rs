@@ -78,7 +78,7 @@ fn report(
     epoch: u32,
     now: Instant,
 ) -> Result<ReportOutcome> {
-    s.report_epoch(w, &l.trial_id, l.attempt, m(epoch), now)
+    s.report_epoch(w, &l.trial_id, l.attempt, m(epoch), Some(1), now)
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn best_epoch_by_val_acc_ties_to_lower_loss() {
         metrics(4, 0.84, 0.39, 0.73),
     ];
     for mm in ms {
-        s.report_epoch(&a, &l.trial_id, 1, mm, t0).unwrap();
+        s.report_epoch(&a, &l.trial_id, 1, mm, Some(1), t0).unwrap();
     }
     let rec = &s.records()[0];
     assert_eq!(
@@ -405,10 +405,24 @@ fn without_validation_the_best_epoch_is_chosen_by_test_acc() {
     let (mut s, t0) = sched(vec![h], 3);
     let a = worker(&mut s, "a", 1, t0);
     let l = lease(&mut s, &a, t0);
-    s.report_epoch(&a, &l.trial_id, 1, metrics(1, f64::NAN, f64::NAN, 0.75), t0)
-        .unwrap();
-    s.report_epoch(&a, &l.trial_id, 1, metrics(2, f64::NAN, f64::NAN, 0.74), t0)
-        .unwrap();
+    s.report_epoch(
+        &a,
+        &l.trial_id,
+        1,
+        metrics(1, f64::NAN, f64::NAN, 0.75),
+        None,
+        t0,
+    )
+    .unwrap();
+    s.report_epoch(
+        &a,
+        &l.trial_id,
+        1,
+        metrics(2, f64::NAN, f64::NAN, 0.74),
+        None,
+        t0,
+    )
+    .unwrap();
     let rec = &s.records()[0];
     assert_eq!(
         rec.best.map(|b| (b.epoch, b.value, b.metric)),
@@ -428,7 +442,7 @@ fn unknown_worker_and_trial_are_errors() {
     let a = worker(&mut s, "a", 1, t0);
     let other = hp(Arch::Ffv1, 32, 1, 1).trial_id();
     assert!(matches!(
-        s.report_epoch(&a, &other, 1, m(1), t0),
+        s.report_epoch(&a, &other, 1, m(1), Some(1), t0),
         Err(SchedulerError::UnknownTrial(_))
     ));
     assert!(matches!(

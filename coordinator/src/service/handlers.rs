@@ -110,8 +110,10 @@ impl CoordinatorService {
             EpochMetrics::try_from(metrics).map_err(|e| invalid(format!("metrics: {e}")))?;
         let checkpoint = r.checkpoint;
         let gpu_memory = r.gpu_peak_memory_bytes;
+        // 0: a worker that does not say how many threads it trained with.
+        let threads = (r.threads > 0).then_some(r.threads);
         let (outcome, commit) = self.state.change(|s, now, ops| {
-            let mut outcome = s.report_epoch(&worker, &trial, attempt, metrics, now)?;
+            let mut outcome = s.report_epoch(&worker, &trial, attempt, metrics, threads, now)?;
             if let ReportOutcome::Accepted(rec) = &mut outcome {
                 rec.gpu_peak_memory_bytes = gpu_memory;
                 ops.push(Op::Epoch(self.state.next_seq(), rec.clone()));

@@ -411,6 +411,7 @@ mod tests {
             device_name: "NVIDIA H200".into(),
             host: "gpu-1".into(),
             gpu_peak_memory_bytes: Some(1 << 30),
+            threads: Some(2),
         }
     }
 

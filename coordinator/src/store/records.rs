@@ -152,6 +152,9 @@ pub(super) struct StoredEpoch {
     host: String,
     #[prost(uint64, optional, tag = "102")]
     gpu_peak_memory_bytes: Option<u64>,
+    /// issue 13: absent in state written before it.
+    #[prost(uint32, optional, tag = "160")]
+    threads: Option<u32>,
 }
 
 impl StoredEpoch {
@@ -167,6 +170,7 @@ impl StoredEpoch {
             device_name: r.device_name.clone(),
             host: r.host.clone(),
             gpu_peak_memory_bytes: r.gpu_peak_memory_bytes,
+            threads: r.threads,
         }
     }
 
@@ -192,6 +196,7 @@ impl StoredEpoch {
             device_name: self.device_name,
             host: self.host,
             gpu_peak_memory_bytes: self.gpu_peak_memory_bytes,
+            threads: self.threads,
         })
     }
 }

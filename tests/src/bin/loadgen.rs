@@ -293,6 +293,7 @@ async fn run_trial(
             trial: Some(ta.clone()),
             metrics: Some(metrics(epoch, epochs, i)),
             checkpoint: checkpoint(shared.checkpoint_bytes, i, epoch),
+            threads: 1,
             ..Default::default()
         };
         let t = Instant::now();

@@ -84,7 +84,7 @@ fn a_trial_worse_than_its_rung_stops_there_records_nothing_more_and_ends_stopped
         assert_eq!(l.divergence, Some(2.0));
         assert_eq!(l.goal, results_format::Goal::default());
         let r = s
-            .report_epoch(&w, &l.trial_id, l.attempt, m(1, value), t0)
+            .report_epoch(&w, &l.trial_id, l.attempt, m(1, value), None, t0)
             .unwrap();
         assert!(matches!(r, ReportOutcome::Accepted(_)));
         leases.push((l, value));
@@ -93,7 +93,7 @@ fn a_trial_worse_than_its_rung_stops_there_records_nothing_more_and_ends_stopped
             let l = &leases.last().unwrap().0;
             assert!(s.stop_of(&l.trial_id).is_none());
             for e in 2..=4 {
-                s.report_epoch(&w, &l.trial_id, l.attempt, m(e, value), t0)
+                s.report_epoch(&w, &l.trial_id, l.attempt, m(e, value), None, t0)
                     .unwrap();
             }
             s.finish(&w, &l.trial_id, l.attempt, t0).unwrap();
@@ -106,7 +106,7 @@ fn a_trial_worse_than_its_rung_stops_there_records_nothing_more_and_ends_stopped
     assert_eq!((stop.rule, stop.epoch), (Rule::Asha, 1));
     // An epoch past the stop is not recorded.
     let after = s
-        .report_epoch(&w, &l.trial_id, l.attempt, m(2, 0.9), t0)
+        .report_epoch(&w, &l.trial_id, l.attempt, m(2, 0.9), None, t0)
         .unwrap();
     assert_eq!(after, ReportOutcome::AfterStop);
     // Its artifacts are still welcome, then it finishes as stopped with one epoch.
@@ -135,7 +135,7 @@ fn a_diverged_trial_stops_under_the_rule_and_fails_without_it() {
     let LeaseOutcome::Lease(l) = s.lease(&w, t0).unwrap() else {
         panic!()
     };
-    s.report_epoch(&w, &l.trial_id, l.attempt, m(1, 0.5), t0)
+    s.report_epoch(&w, &l.trial_id, l.attempt, m(1, 0.5), None, t0)
         .unwrap();
     let stop = s
         .diverged(&w, &l.trial_id, l.attempt, 2, "train_loss", f64::NAN, t0)
@@ -152,13 +152,13 @@ fn a_diverged_trial_stops_under_the_rule_and_fails_without_it() {
     let LeaseOutcome::Lease(l) = s.lease(&w, t0).unwrap() else {
         panic!()
     };
-    s.report_epoch(&w, &l.trial_id, l.attempt, m(1, 0.9), t0)
+    s.report_epoch(&w, &l.trial_id, l.attempt, m(1, 0.9), None, t0)
         .unwrap();
     let exploded = EpochMetrics {
         train_loss: 0.25,
         ..m(2, 0.9)
     };
-    s.report_epoch(&w, &l.trial_id, l.attempt, exploded, t0)
+    s.report_epoch(&w, &l.trial_id, l.attempt, exploded, None, t0)
         .unwrap();
     let stop = s.stop_of(&l.trial_id).unwrap();
     assert_eq!((stop.rule, stop.epoch), (Rule::Divergence, 2));
@@ -227,7 +227,7 @@ fn run_synthetic(s: &mut Scheduler, w: &WorkerId, l: &crate::scheduler::Lease, t
     let h = &l.hparams;
     for e in 1..=h.epochs {
         let acc = search::synthetic::val_acc(h.lr, f64::from(h.hidden), h.dropout, e);
-        s.report_epoch(w, &l.trial_id, l.attempt, m(e, acc), t0)
+        s.report_epoch(w, &l.trial_id, l.attempt, m(e, acc), None, t0)
             .unwrap();
     }
     s.finish(w, &l.trial_id, l.attempt, t0).unwrap();
@@ -332,7 +332,7 @@ fn run_all(
         };
         for e in 1..=4 {
             let metrics = m(e, v + 0.01 * f64::from(e));
-            s.report_epoch(w, &l.trial_id, l.attempt, metrics, t0)
+            s.report_epoch(w, &l.trial_id, l.attempt, metrics, None, t0)
                 .unwrap();
             let stopped = s.stop_of(&l.trial_id).is_some();
             out.push((l.trial_id.clone(), metrics, stopped));
