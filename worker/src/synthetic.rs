@@ -24,17 +24,7 @@ pub async fn run_noop(
 ) -> Result<()> {
     let made_up = |epoch: u32| {
         let acc = 0.5 + 0.4 * f64::from(epoch) / f64::from(h.epochs);
-        let loss = 1.0 - acc / 2.0;
-        EpochMetrics {
-            epoch,
-            train_loss: loss,
-            train_acc: acc,
-            val_loss: loss,
-            val_acc: acc,
-            test_loss: loss,
-            test_acc: acc,
-            seconds: 0.0,
-        }
+        on_every_split(epoch, acc, 1.0 - acc / 2.0)
     };
     report_all(coord, leased, h, made_up, threads, false).await
 }
@@ -45,19 +35,24 @@ pub async fn run_noop(
 pub async fn run_synthetic(coord: &Coordinator, leased: Leased, h: &Hyperparams) -> Result<()> {
     let metrics = |epoch: u32| {
         let acc = search::synthetic::val_acc(h.lr, f64::from(h.hidden), h.dropout, epoch);
-        let loss = 1.0 - acc;
-        EpochMetrics {
-            epoch,
-            train_loss: loss,
-            train_acc: acc,
-            val_loss: loss,
-            val_acc: acc,
-            test_loss: loss,
-            test_acc: acc,
-            seconds: 0.0,
-        }
+        on_every_split(epoch, acc, 1.0 - acc)
     };
     report_all(coord, leased, h, metrics, 0, true).await
+}
+
+/// Epoch `epoch` with the same accuracy and loss on the train, validation and test splits,
+/// trained in no time.
+fn on_every_split(epoch: u32, acc: f64, loss: f64) -> EpochMetrics {
+    EpochMetrics {
+        epoch,
+        train_loss: loss,
+        train_acc: acc,
+        val_loss: loss,
+        val_acc: acc,
+        test_loss: loss,
+        test_acc: acc,
+        seconds: 0.0,
+    }
 }
 
 /// Reports `metrics` of every epoch after the lease's `start_epoch`, until the last or a
