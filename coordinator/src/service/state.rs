@@ -19,7 +19,7 @@ use super::{Health, Result, ServiceConfig, ServiceError};
 use crate::metrics::Metrics;
 use crate::results_writer::{EpochWriter, ResultsWriter};
 use crate::scheduler::{Plan, Progress, Restored, Scheduler, SchedulerConfig, WorkerId};
-use crate::store::{Committer, Op, Store};
+use crate::store::{Committer, Op, Opened, Store};
 use crate::trial::TrialSpec;
 use proto::TrialId;
 use results_format::{ResultsDir, TrialRecord};
@@ -70,6 +70,35 @@ pub fn durable(s: &Scheduler, id: &TrialId, ops: &mut Vec<Op>) {
     }
 }
 
+/// The plan's scheduler with what an earlier run of the sweep recorded put back: tpe
+/// suggestions first, then every trial's state, then the recorded epochs into the stop rules.
+fn restore_scheduler(
+    plan: Plan,
+    config: &ServiceConfig,
+    opened: &mut Opened,
+    now: Instant,
+) -> Result<(Scheduler, Restored)> {
+    let mut scheduler = Scheduler::with_plan(
+        plan,
+        SchedulerConfig {
+            lease_timeout: config.lease_timeout,
+            max_attempts: config.max_attempts,
+        },
+        now,
+        chrono::Utc::now(),
+    );
+    let suggestions = scheduler.restore_suggestions(&opened.suggestions);
+    let trials = std::mem::take(&mut opened.trials);
+    let mut restored = scheduler.restore(trials, config.retry_failed, opened.incarnation);
+    restored.suggestions = suggestions;
+    if scheduler.has_stop_rules() {
+        // Every recorded epoch, in commit order: the rules answer as before the restart.
+        let rows = opened.store.epochs_from(0)?;
+        scheduler.replay_epochs(rows.iter().map(|(_, r)| (&r.trial_id, &r.metrics)));
+    }
+    Ok((scheduler, restored))
+}
+
 impl SweepState {
     /// [`SweepState::open_plan`] of plain trials (grid experiments judged on validation
     /// accuracy, no stop rules, nothing to suggest).
@@ -88,25 +117,8 @@ impl SweepState {
         let dir = ResultsDir::new(&config.results_dir);
         std::fs::create_dir_all(dir.path())
             .map_err(results_format::Error::io("creating", dir.path()))?;
-        let opened = Store::open(&dir, &config.sweep_name)?;
-        let mut scheduler = Scheduler::with_plan(
-            plan,
-            SchedulerConfig {
-                lease_timeout: config.lease_timeout,
-                max_attempts: config.max_attempts,
-            },
-            now,
-            chrono::Utc::now(),
-        );
-        let suggestions = scheduler.restore_suggestions(&opened.suggestions);
-        let mut restored =
-            scheduler.restore(opened.trials, config.retry_failed, opened.incarnation);
-        restored.suggestions = suggestions;
-        if scheduler.has_stop_rules() {
-            // Every recorded epoch, in commit order: the rules answer as before the restart.
-            let rows = opened.store.epochs_from(0)?;
-            scheduler.replay_epochs(rows.iter().map(|(_, r)| (&r.trial_id, &r.metrics)));
-        }
+        let mut opened = Store::open(&dir, &config.sweep_name)?;
+        let (scheduler, restored) = restore_scheduler(plan, &config, &mut opened, now)?;
         let mut epochs = EpochWriter::create(&dir, config.flush_rows, config.flush_interval, now)?;
         // Rows committed before a crash that no part file holds yet.
         let mut rewritten = 0;
