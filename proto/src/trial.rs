@@ -280,6 +280,26 @@ impl Hyperparams {
         s
     }
 
+    /// What trials must share to train fused as one stacked model (issue 13): the network's
+    /// shape, batch size, seed, validation split and epochs; they may differ in lr, momentum,
+    /// weight decay and dropout. `None` for trials that never fuse: the CNN (grouped
+    /// convolutions were slower per trial on CPU, README "Fused same-shape trials") and
+    /// synthetic trials (nothing to train).
+    pub fn fuse_key(&self) -> Option<String> {
+        if self.arch == Arch::Cnn || !self.objective.is_train() {
+            return None;
+        }
+        Some(format!(
+            "arch={};hidden={};epochs={};batch_size={};validation={};seed={}",
+            self.arch,
+            self.hidden,
+            self.epochs,
+            self.batch_size,
+            canon_f64(self.validation),
+            self.seed
+        ))
+    }
+
     /// Relative cost of the whole trial, for longest-first scheduling (a synthetic trial costs
     /// next to nothing).
     pub fn relative_cost(&self) -> f64 {

@@ -23,6 +23,7 @@ pub mod connect;
 pub mod data;
 pub mod device;
 pub mod fetch;
+pub mod fused;
 pub mod gpu;
 pub mod join;
 pub mod masks;
