@@ -198,7 +198,7 @@ impl Group {
                     let src = &restored.variables[&format!("{layer}.{suffix}")];
                     let p = params.next().expect("two parameters per layer");
                     let src = if suffix == "weight" {
-                        src.transpose(0, 1)
+                        src.shallow_clone()
                     } else {
                         src.unsqueeze(0)
                     };

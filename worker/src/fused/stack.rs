@@ -1,5 +1,7 @@
-//! K same-shape MLPs as one stacked model: every linear layer's weights as `[K, in, out]`
-//! and biases as `[K, 1, out]`, applied with one `baddbmm`; and the SGD step of all K at once
+//! K same-shape MLPs as one stacked model: every linear layer's weights as `[K, out, in]`
+//! (the notebook's `[out, in]` per member) and biases as `[K, 1, out]`, applied with one
+//! `baddbmm` on the transposed view, as a solo `Linear` is `addmm` on `weight.t()` (so each
+//! member's product is the same BLAS call with the same transposition); and the SGD step of all K at once
 //! with per-member learning rate, momentum and weight decay as `[K, 1, 1]` vectors.
 //!
 //! The step is [`crate::sgd::Sgd`]'s, element for element: `g + wd·p` (`addcmul`), then the
@@ -26,7 +28,7 @@ pub fn layer_names(arch: Arch) -> &'static [&'static str] {
 /// The stacked parameters and optimizer state of the members still training.
 pub struct Stack {
     arch: Arch,
-    /// Per layer: weight `[K, in, out]` then bias `[K, 1, out]`; leaves that require grad.
+    /// Per layer: weight `[K, out, in]` then bias `[K, 1, out]`; leaves that require grad.
     pub params: Vec<Tensor>,
     /// One per parameter; `None` until the first step (or when no member has momentum).
     pub buffers: Vec<Option<Tensor>>,
@@ -43,7 +45,7 @@ impl Stack {
             .into_iter()
             .flat_map(|(w, b)| {
                 [
-                    w.transpose(1, 2).contiguous().set_requires_grad(true),
+                    w.contiguous().set_requires_grad(true),
                     b.unsqueeze(1).contiguous().set_requires_grad(true),
                 ]
             })
@@ -74,7 +76,7 @@ impl Stack {
 
     /// Member row `k`'s layer `l` in the notebook's layout: `(weight [out, in], bias [out])`.
     pub fn layer(&self, k: i64, l: usize) -> (Tensor, Tensor) {
-        let w = self.params[2 * l].get(k).transpose(0, 1).contiguous();
+        let w = self.params[2 * l].get(k).contiguous();
         let b = self.params[2 * l + 1].get(k).squeeze_dim(0).contiguous();
         (w.detach(), b.detach())
     }
@@ -83,16 +85,13 @@ impl Stack {
     pub fn layer_buffers(&self, k: i64, l: usize) -> Option<(Tensor, Tensor)> {
         let w = self.buffers[2 * l].as_ref()?;
         let b = self.buffers[2 * l + 1].as_ref()?;
-        Some((
-            w.get(k).transpose(0, 1).contiguous(),
-            b.get(k).squeeze_dim(0).contiguous(),
-        ))
+        Some((w.get(k).contiguous(), b.get(k).squeeze_dim(0).contiguous()))
     }
 
     /// Sets row `k`'s momentum buffers of layer `l` (notebook layout), creating zero buffers
     /// for every row first when there are none.
     pub fn set_layer_buffers(&mut self, k: i64, l: usize, w: &Tensor, b: &Tensor) -> Result<()> {
-        for (i, src) in [(2 * l, w.transpose(0, 1)), (2 * l + 1, b.unsqueeze(0))] {
+        for (i, src) in [(2 * l, w.shallow_clone()), (2 * l + 1, b.unsqueeze(0))] {
             let p = &self.params[i];
             let buf = self.buffers[i].get_or_insert_with(|| p.detach().zeros_like());
             tch::no_grad(|| buf.get(k).f_copy_(&src.to_device(p.device())))?;
@@ -104,27 +103,42 @@ impl Stack {
     /// training, gives the stacked dropout masks of `ffv3`'s two dropout layers in forward
     /// order (`[K, N, h]` each, or `None` where no member drops anything).
     pub fn forward(&self, x: &Tensor, masks: &mut dyn FnMut(usize) -> Option<Tensor>) -> Tensor {
-        let k = self.len();
-        let n = x.size()[0];
-        let linear =
-            |x: &Tensor, l: usize| self.params[2 * l + 1].baddbmm(x, &self.params[2 * l], 1.0, 1.0);
+        let linear = |x: &Tensor, l: usize| {
+            let w = self.params[2 * l].transpose(1, 2);
+            self.params[2 * l + 1].baddbmm(x, &w, 1.0, 1.0)
+        };
         let drop =
             |x: Tensor, i: usize, masks: &mut dyn FnMut(usize) -> Option<Tensor>| match masks(i) {
                 Some(m) => x * m,
                 None => x,
             };
-        let x = x.view([1, n, INPUT]).expand([k, n, INPUT], false);
+        let x = self.first_layer(x);
         match self.arch {
-            Arch::Ffv0 => linear(&linear(&x, 0).sigmoid(), 1),
-            Arch::Ffv1 => linear(&linear(&x, 0).relu(), 1),
-            Arch::Ffv2 => linear(&linear(&linear(&x, 0).relu(), 1).relu(), 2),
+            Arch::Ffv0 => linear(&x.sigmoid(), 1),
+            Arch::Ffv1 => linear(&x.relu(), 1),
+            Arch::Ffv2 => linear(&linear(&x.relu(), 1).relu(), 2),
             Arch::Ffv3 => {
-                let h = drop(linear(&x, 0), 0, masks).relu();
+                let h = drop(x, 0, masks).relu();
                 let h = linear(&drop(h, 1, masks), 1).relu();
                 linear(&h, 2)
             }
             Arch::Cnn => unreachable!("the CNN never fuses (Hyperparams::fuse_key)"),
         }
+    }
+
+    /// The first layer's pre-activations `[K, N, h]` of `x` (`[N, 784]`), which every member
+    /// shares: one `addmm` of `x` with all members' weights side by side (`[K·h, 784]`, a
+    /// view of the stack) rather than K products of a broadcast `x`. The input layer is most
+    /// of an MLP's work, and one wide product is what BLAS does fastest.
+    fn first_layer(&self, x: &Tensor) -> Tensor {
+        let (w, b) = (&self.params[0], &self.params[1]);
+        let size = w.size();
+        let (k, h) = (size[0], size[1]);
+        let n = x.size()[0];
+        b.view([k * h])
+            .addmm(x, &w.view([k * h, INPUT]).tr())
+            .view([n, k, h])
+            .transpose(0, 1)
     }
 
     /// Backpropagates `loss` (the sum of the members' losses: each member's gradient is its
