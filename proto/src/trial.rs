@@ -372,6 +372,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trials_fuse_when_only_what_a_group_may_vary_differs() {
+        let a = Hyperparams {
+            arch: Arch::Ffv3,
+            hidden: 64,
+            ..Default::default()
+        };
+        let key = a.fuse_key().expect("an MLP fuses");
+        let varied = Hyperparams {
+            lr: 0.5,
+            dropout: 0.25,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            ..a.clone()
+        };
+        assert_eq!(varied.fuse_key().as_ref(), Some(&key));
+        for other in [
+            Hyperparams {
+                hidden: 32,
+                ..a.clone()
+            },
+            Hyperparams {
+                arch: Arch::Ffv2,
+                ..a.clone()
+            },
+            Hyperparams {
+                seed: 1,
+                ..a.clone()
+            },
+            Hyperparams {
+                epochs: 3,
+                ..a.clone()
+            },
+            Hyperparams {
+                batch_size: 32,
+                ..a.clone()
+            },
+            Hyperparams {
+                validation: 0.2,
+                ..a.clone()
+            },
+        ] {
+            assert_ne!(other.fuse_key().as_ref(), Some(&key), "{other:?}");
+        }
+        let cnn = Hyperparams {
+            arch: Arch::Cnn,
+            hidden: 10,
+            ..a.clone()
+        };
+        assert_eq!(cnn.fuse_key(), None);
+        let synthetic = Hyperparams {
+            objective: Objective::Synthetic,
+            ..a
+        };
+        assert_eq!(synthetic.fuse_key(), None);
+    }
+
+    #[test]
     fn same_config_same_id_and_any_change_changes_it() {
         let a = Hyperparams::default();
         let b = Hyperparams::default();
