@@ -29,6 +29,7 @@
 
 mod durable;
 mod expiry;
+pub mod fuse;
 mod search;
 mod view;
 mod workers;

@@ -138,6 +138,9 @@ pub struct ExperimentPlan {
     pub epochs: Option<u32>,
     /// The space of a random or tpe search.
     pub space: Option<SearchSpace>,
+    /// Whether its same-shape trials may train fused (issue 13): `fuse` of the experiment,
+    /// else of `[defaults]`, else true.
+    pub fuse: bool,
 }
 
 impl ExperimentPlan {
@@ -151,6 +154,7 @@ impl ExperimentPlan {
             stop: StopRules::default(),
             epochs: None,
             space: None,
+            fuse: true,
         }
     }
 }

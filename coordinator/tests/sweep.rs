@@ -332,7 +332,7 @@ fn error_display_is_one_actionable_line() {
             "sweeps/lab4.toml:{line}:1: experiment \"grid\": key \"lrr\" is not a hyperparameter \
              (expected one of arch, lr, hidden, dropout, epochs, batch_size, momentum, weight_decay, \
              validation, seed, objective, a setting of the experiment (search, trials, metric, \
-             mode, stop), or an axis given as a list of tables); did you mean \"lr\"?"
+             mode, stop, fuse), or an axis given as a list of tables); did you mean \"lr\"?"
         )
     );
     let missing = load_with_env(

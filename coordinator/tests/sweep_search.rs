@@ -323,3 +323,42 @@ fn the_shipped_search_sweep_is_the_benchmarks_space() {
         "{plan}"
     );
 }
+
+#[test]
+fn fuse_is_a_key_of_defaults_and_of_each_experiment() {
+    let text = r#"
+name = "f"
+[defaults]
+fuse = false
+[[experiment]]
+name = "off"
+lr = [0.05, 0.1]
+[[experiment]]
+name = "on"
+fuse = true
+arch = "ffv2"
+lr = [0.05, 0.1]
+"#;
+    let sweep = parse(text).unwrap();
+    let fuse: Vec<(&str, bool)> = sweep
+        .experiments
+        .iter()
+        .map(|e| (e.name.as_str(), e.fuse))
+        .collect();
+    assert_eq!(fuse, [("off", false), ("on", true)]);
+    // On unless a file says otherwise.
+    let sweep = parse("name = \"s\"\n[[experiment]]\nname = \"a\"\n").unwrap();
+    assert!(sweep.experiments[0].fuse);
+    assert_error(
+        "fuse not a boolean",
+        "name = \"s\"\n[[experiment]]\nname = \"a\"\nfuse = \"no\"\n",
+        Some((4, 8)),
+        "experiment \"a\": fuse must be true or false",
+    );
+    assert_error(
+        "fuse not a boolean in defaults",
+        "name = \"s\"\n[defaults]\nfuse = 0\n[[experiment]]\nname = \"a\"\n",
+        Some((3, 8)),
+        "defaults: fuse must be true or false",
+    );
+}

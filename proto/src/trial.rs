@@ -280,6 +280,26 @@ impl Hyperparams {
         s
     }
 
+    /// What trials must share to train fused as one stacked model (issue 13): the network's
+    /// shape, batch size, seed, validation split and epochs; they may differ in lr, momentum,
+    /// weight decay and dropout. `None` for trials that never fuse: the CNN (grouped
+    /// convolutions were slower per trial on CPU, README "Fused same-shape trials") and
+    /// synthetic trials (nothing to train).
+    pub fn fuse_key(&self) -> Option<String> {
+        if self.arch == Arch::Cnn || !self.objective.is_train() {
+            return None;
+        }
+        Some(format!(
+            "arch={};hidden={};epochs={};batch_size={};validation={};seed={}",
+            self.arch,
+            self.hidden,
+            self.epochs,
+            self.batch_size,
+            canon_f64(self.validation),
+            self.seed
+        ))
+    }
+
     /// Relative cost of the whole trial, for longest-first scheduling (a synthetic trial costs
     /// next to nothing).
     pub fn relative_cost(&self) -> f64 {
@@ -350,6 +370,63 @@ pub struct EpochMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trials_fuse_when_only_what_a_group_may_vary_differs() {
+        let a = Hyperparams {
+            arch: Arch::Ffv3,
+            hidden: 64,
+            ..Default::default()
+        };
+        let key = a.fuse_key().expect("an MLP fuses");
+        let varied = Hyperparams {
+            lr: 0.5,
+            dropout: 0.25,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            ..a.clone()
+        };
+        assert_eq!(varied.fuse_key().as_ref(), Some(&key));
+        for other in [
+            Hyperparams {
+                hidden: 32,
+                ..a.clone()
+            },
+            Hyperparams {
+                arch: Arch::Ffv2,
+                ..a.clone()
+            },
+            Hyperparams {
+                seed: 1,
+                ..a.clone()
+            },
+            Hyperparams {
+                epochs: 3,
+                ..a.clone()
+            },
+            Hyperparams {
+                batch_size: 32,
+                ..a.clone()
+            },
+            Hyperparams {
+                validation: 0.2,
+                ..a.clone()
+            },
+        ] {
+            assert_ne!(other.fuse_key().as_ref(), Some(&key), "{other:?}");
+        }
+        let cnn = Hyperparams {
+            arch: Arch::Cnn,
+            hidden: 10,
+            ..a.clone()
+        };
+        assert_eq!(cnn.fuse_key(), None);
+        let synthetic = Hyperparams {
+            objective: Objective::Synthetic,
+            ..a
+        };
+        assert_eq!(synthetic.fuse_key(), None);
+    }
 
     #[test]
     fn same_config_same_id_and_any_change_changes_it() {

@@ -5,7 +5,7 @@
 //! networks, whose dropout draws from each trial's own [`masks`]; [`train`] runs one trial and
 //! reports each epoch through an [`train::EpochSink`], stepping with the hand-written [`sgd`]
 //! and saving its state as a [`checkpoint`], keeping its [`best`] epoch's weights for the
-//! artifacts;
+//! artifacts; [`fused`] trains several same-shape trials as one stacked model (issue 13);
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
 //! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
@@ -23,6 +23,7 @@ pub mod connect;
 pub mod data;
 pub mod device;
 pub mod fetch;
+pub mod fused;
 pub mod gpu;
 pub mod join;
 pub mod masks;

@@ -21,7 +21,7 @@ use proto::TrialId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Versions the key derivation: a change of it changes every trial's masks.
 const DOMAIN: &[u8] = b"hypersweep dropout masks/1";
@@ -63,11 +63,21 @@ impl MaskStream {
     /// Inverted dropout of `x` with drop probability `p` and the stream's next
     /// `x.numel()` words: `x` itself when `p` is 0 (nothing drawn, as in PyTorch).
     pub fn dropout(&mut self, x: &Tensor, p: f64) -> Tensor {
-        if p <= 0.0 {
-            return x.shallow_clone();
+        match self.mask(&x.size(), p, x.device(), x.kind()) {
+            Some(mask) => x * mask,
+            None => x.shallow_clone(),
         }
-        let n = x.numel();
-        self.words.resize(n, 0);
+    }
+
+    /// The mask [`MaskStream::dropout`] multiplies a tensor of shape `shape` by (values 0 and
+    /// `1 / (1 - p)`), drawing the same words; `None` when `p` is 0 (nothing drawn). Fused
+    /// trials ([`crate::fused`]) stack their members' masks and multiply once.
+    pub fn mask(&mut self, shape: &[i64], p: f64, device: Device, kind: Kind) -> Option<Tensor> {
+        if p <= 0.0 {
+            return None;
+        }
+        let n: i64 = shape.iter().product();
+        self.words.resize(n as usize, 0);
         self.rng.fill(&mut self.words[..]);
         let threshold = (p * 2f64.powi(32)).round().min(f64::from(u32::MAX)) as u32;
         let keep = (1.0 / (1.0 - p)) as f32;
@@ -77,11 +87,12 @@ impl MaskStream {
                 .iter()
                 .map(|&w| if w >= threshold { keep } else { 0.0 }),
         );
-        let mask = Tensor::from_slice(&self.mask)
-            .view(x.size().as_slice())
-            .to_device(x.device())
-            .to_kind(x.kind());
-        x * mask
+        Some(
+            Tensor::from_slice(&self.mask)
+                .view(shape)
+                .to_device(device)
+                .to_kind(kind),
+        )
     }
 }
 
@@ -96,7 +107,6 @@ pub fn dropout(x: &Tensor, p: f64, masks: Option<&mut MaskStream>) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
 
     fn mask(seed: u64, trial: &str, epoch: u32, step: u64) -> Vec<f32> {
         let mut s = MaskStream::new(seed, &TrialId(trial.into()), epoch);

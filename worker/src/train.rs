@@ -79,7 +79,7 @@ impl<F: FnMut(&Epoch<'_>) -> Result<()>> EpochSink for F {
 
 /// Evaluation batch size: large enough to amortise dispatch, small enough that the CNN's
 /// activations stay in a few hundred MB.
-const EVAL_BATCH: i64 = 1000;
+pub(crate) const EVAL_BATCH: i64 = 1000;
 
 /// The seed libtorch's generator gets at the start of epoch `epoch` (1-based) of a trial
 /// seeded `seed`: splitmix64 of both, so that neighbouring seeds and epochs get unrelated
@@ -100,7 +100,7 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// Seeds every libtorch generator `device` draws from.
-fn seed_libtorch(seed: u64, device: Device) {
+pub(crate) fn seed_libtorch(seed: u64, device: Device) {
     tch::manual_seed(seed as i64);
     if let Device::Cuda(_) = device {
         tch::Cuda::manual_seed_all(seed);

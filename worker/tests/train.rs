@@ -7,6 +7,9 @@ use tch::Device;
 use worker::data::Subset;
 use worker::train::{Epoch, Trial};
 
+#[path = "train/fused.rs"]
+mod fused;
+
 fn data() -> dataset::FashionMnist {
     let dir = dataset::locate(None).expect("Fashion-MNIST (run `bash scripts/setup.sh data`)");
     dataset::load(&dir).expect("verified Fashion-MNIST")

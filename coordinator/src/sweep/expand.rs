@@ -21,6 +21,8 @@ pub(super) struct Plan {
     /// The sweep's base seed: trials' seed unless they set their own, and the seed of every
     /// experiment's search.
     pub seed: u64,
+    /// `[defaults]`' `fuse` (true unless set): an experiment's own `fuse` wins.
+    pub fuse: bool,
     pub experiments: Vec<Experiment>,
     pub total: usize,
 }
@@ -50,6 +52,7 @@ impl Plan {
                 stop: exp.settings.stop,
                 epochs: exp.fixed_epochs(),
                 space,
+                fuse: exp.settings.fuse.unwrap_or(self.fuse),
             });
         }
         Ok(Sweep {

@@ -14,7 +14,8 @@ use search::{AshaConfig, DivergenceConfig, MedianConfig, StopRules};
 use std::fmt;
 
 /// The keys of an experiment that are settings of its search, not hyperparameters.
-pub(super) const SETTINGS: [&str; 5] = ["search", "trials", "metric", "mode", "stop"];
+/// `fuse` (issue 13) is also a key of `[defaults]`.
+pub(super) const SETTINGS: [&str; 6] = ["search", "trials", "metric", "mode", "stop", "fuse"];
 
 /// How an experiment picks its trials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -54,6 +55,9 @@ pub(super) struct SearchSettings {
     pub trials: Option<u64>,
     pub goal: Goal,
     pub stop: StopRules,
+    /// `fuse = true | false` (issue 13): whether same-shape trials may train fused; unset,
+    /// the sweep's `[defaults]` decide (on by default).
+    pub fuse: Option<bool>,
 }
 
 impl SearchSettings {
@@ -118,12 +122,33 @@ impl Ctx<'_> {
             None => StopRules::default(),
             Some(v) => self.stop_rules(what, v, &at("stop"))?,
         };
+        let fuse = dict
+            .get("fuse")
+            .map(|v| self.fuse_flag(what, v, &at("fuse")))
+            .transpose()?;
         Ok(SearchSettings {
             kind,
             trials,
             goal: Goal::new(metric, mode),
             stop,
+            fuse,
         })
+    }
+
+    /// `fuse = true | false`, in an experiment or in `[defaults]`.
+    pub(super) fn fuse_flag(&self, what: &str, value: &Value, at: &[String]) -> Result<bool> {
+        match value {
+            Value::Bool(_, b) => Ok(*b),
+            other => Err(self.error(
+                at,
+                At::Value,
+                format!(
+                    "{what}: fuse must be true or false (whether trials of one shape may train \
+                     as one stacked model), found {}",
+                    describe(other)
+                ),
+            )),
+        }
     }
 
     /// `trials = N`: required with `random` and `tpe`, refused with `grid`.

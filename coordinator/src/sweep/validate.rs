@@ -20,11 +20,12 @@ impl Ctx<'_> {
         if let Some(seed) = &raw.seed {
             self.base_seed(seed)?.apply(&mut base);
         }
-        self.defaults(&raw.defaults, &mut base)?;
+        let fuse = self.defaults(&raw.defaults, &mut base)?;
         let (experiments, total) = self.experiments(&raw.experiment, &base)?;
         Ok(Plan {
             name,
             seed: base.seed,
+            fuse,
             experiments,
             total,
         })
@@ -71,11 +72,17 @@ impl Ctx<'_> {
         Setting::parse(Param::Seed, seed).map_err(|m| self.error(&seed_key, At::Value, m))
     }
 
-    /// `[defaults]`: single values of hyperparameters, applied to `base`.
-    fn defaults(&self, defaults: &Dict, base: &mut Hyperparams) -> Result<()> {
+    /// `[defaults]`: single values of hyperparameters, applied to `base`, and `fuse` (issue
+    /// 13; true unless set), which it returns.
+    fn defaults(&self, defaults: &Dict, base: &mut Hyperparams) -> Result<bool> {
         let defaults_key = key_path(&["defaults"]);
+        let mut fuse = true;
         for (key, value) in self.ordered(defaults, &defaults_key) {
             let at = join(&defaults_key, &[key]);
+            if key == "fuse" {
+                fuse = self.fuse_flag("defaults", value, &at)?;
+                continue;
+            }
             if SETTINGS.contains(&key.as_str()) {
                 return Err(self.error(
                     &at,
@@ -104,7 +111,7 @@ impl Ctx<'_> {
                 .map_err(|m| self.error(&at, At::Value, format!("defaults: {m}")))?
                 .apply(base);
         }
-        Ok(())
+        Ok(fuse)
     }
 
     /// Every `[[experiment]]`, with unique names, and the sweep's trial count.
