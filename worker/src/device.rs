@@ -94,6 +94,44 @@ pub fn set_threads(n: usize) {
     INTEROP.call_once(|| tch::set_num_interop_threads(1));
 }
 
+/// The thread count the coordinator's plan asks for (issue 13), shared by the task that talks
+/// to the coordinator (which sets it from `ReportEpoch` and heartbeat answers) and the
+/// training thread (which applies it between epochs, so that every epoch trains on one
+/// count). 0: nothing asked.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedThreads(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl PlannedThreads {
+    /// What the coordinator asked for; 0 (keep) changes nothing.
+    pub fn ask(&self, n: u32) {
+        if n > 0 {
+            self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets what was asked: a new trial starts on the registered count.
+    pub fn clear(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The count asked for, if any.
+    pub fn asked(&self) -> Option<usize> {
+        let asked = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        usize::try_from(asked).ok().filter(|&n| n > 0)
+    }
+
+    /// Sets libtorch's threads to what was asked, if anything and if it differs; call it only
+    /// between epochs. Returns the new count when it changed.
+    pub fn apply(&self) -> Option<usize> {
+        let asked = self.asked()?;
+        let now = usize::try_from(tch::get_num_threads()).unwrap_or(0);
+        (asked != now).then(|| {
+            set_threads(asked);
+            asked
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +179,17 @@ mod tests {
         }
         assert_eq!(parse_request("cuda:3"), Ok(Request::Gpu(3)));
         assert_eq!(parse_request("cuda"), Ok(Request::AnyGpu));
+    }
+
+    #[test]
+    fn a_planned_count_is_kept_until_cleared_and_zero_keeps_it() {
+        // Not `apply`: libtorch's thread count is global to this test process.
+        let plan = PlannedThreads::default();
+        assert_eq!(plan.asked(), None, "nothing asked");
+        plan.ask(2);
+        plan.clone().ask(0);
+        assert_eq!(plan.asked(), Some(2), "0 keeps, and clones share the plan");
+        plan.clear();
+        assert_eq!(plan.asked(), None);
     }
 }

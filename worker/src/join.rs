@@ -85,8 +85,18 @@ pub async fn run(args: JoinArgs) -> Result<()> {
             "--slots N runs N processes: call slots::supervise, not join::run".into(),
         ));
     }
+    // The cores this process may use (its affinity mask and cgroup quota): what the
+    // coordinator's thread plan shares among this host's trials.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or((cores / args.slots.max(1)).max(1));
+    let threads = args
+        .threads
+        .or(args.start_threads)
+        .unwrap_or((cores / args.slots.max(1)).max(1));
+    let cpus = Cpus {
+        threads,
+        cores,
+        pinned: args.threads.is_some(),
+    };
     let mut name = args.name.clone().unwrap_or_else(default_name);
     if let Some(i) = slot {
         name = format!("{name}/{i}");
@@ -100,7 +110,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // Plaintext or TLS, with the token interceptor: see connect.rs.
     let conn = Connection::from_args(&args)?;
     let budget = Duration::from_secs(args.reconnect_timeout);
-    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, threads), budget).await?);
+    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, cpus), budget).await?);
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
@@ -128,15 +138,28 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     result
 }
 
-/// What this worker says about itself: its name, device and threads, its build and protocol
-/// (build_info.rs), its host and the device's model (gpu.rs).
-fn registration(name: String, dev: Device, threads: usize) -> pb::RegisterRequest {
+/// A worker's threads and cores, as it registers them (issue 13).
+#[derive(Debug, Clone, Copy)]
+struct Cpus {
+    /// Threads per trial: what every trial starts with.
+    threads: usize,
+    /// The cores this process may use.
+    cores: usize,
+    /// `--threads` fixed them: the coordinator never changes them.
+    pinned: bool,
+}
+
+/// What this worker says about itself: its name, device, threads and cores, its build and
+/// protocol (build_info.rs), its host and the device's model (gpu.rs).
+fn registration(name: String, dev: Device, cpus: Cpus) -> pb::RegisterRequest {
     let build = crate::build_info::BUILD;
     pb::RegisterRequest {
         name,
         device: device::device_name(dev),
         slots: 1,
-        threads: threads as u32,
+        threads: u32::try_from(cpus.threads).unwrap_or(u32::MAX),
+        cores: u32::try_from(cpus.cores).unwrap_or(u32::MAX),
+        threads_pinned: cpus.pinned,
         version: build.version.into(),
         protocol: proto::PROTOCOL_VERSION,
         build_variant: build.variant.as_str().into(),
@@ -246,6 +269,9 @@ async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Re
         // While the data loads (the first time) and the trial trains, heartbeats keep the
         // lease alive (and may take it back).
         let _held = ctx.coord.hold(std::slice::from_ref(&attempt));
+        // A trial starts on the registered count: cores lent to the last trial are not this
+        // one's until the plan says so again.
+        ctx.coord.planned_threads().clear();
         let data = match ctx.data().await {
             Ok(data) => data,
             Err(e) => {
@@ -263,6 +289,7 @@ async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Re
             subset: ctx.subset,
             device: ctx.device,
             threads: ctx.threads,
+            planned: ctx.coord.planned_threads().clone(),
             start_epoch: leased.start_epoch,
             checkpoint: leased.checkpoint,
             attempt: attempt.clone(),
@@ -296,7 +323,10 @@ struct Job {
     data: Arc<dataset::FashionMnist>,
     subset: Subset,
     device: Device,
+    /// Threads every trial starts with ...
     threads: usize,
+    /// ... and what the coordinator's plan asks for, applied between epochs (issue 13).
+    planned: device::PlannedThreads,
     /// Epochs already recorded; `checkpoint` holds the state after them.
     start_epoch: u32,
     checkpoint: Vec<u8>,
@@ -372,6 +402,10 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
                 Ok(Verdict::Stop(why)) => return Err(Error::Stopped(why)),
                 Err(_) => return Err(Error::Abandoned("reporting stopped".into())),
             }
+        }
+        // Between epochs: the next one trains on the count the plan asks for, if it changed.
+        if let Some(n) = job.planned.apply() {
+            info!(trial = %job.h.trial_id(), next_epoch = m.epoch + 1, threads = n, "threads planned by the coordinator");
         }
         Ok(())
     });

@@ -94,6 +94,7 @@ impl SweepState {
             SchedulerConfig {
                 lease_timeout: config.lease_timeout,
                 max_attempts: config.max_attempts,
+                pin_threads: config.pin_threads,
             },
             now,
             chrono::Utc::now(),
