@@ -41,7 +41,14 @@ fn run(dir: &Path, extra: &[&str]) -> String {
         .arg(dir.join("results"))
         // Heartbeats every 0.4 s: the plan reaches the worker within an epoch.
         .args(["--local-workers", "2", "--lease-timeout", "2"])
-        .args(["--plain", "--no-report", "--train-limit", "3000", "--test-limit", "500"])
+        .args([
+            "--plain",
+            "--no-report",
+            "--train-limit",
+            "3000",
+            "--test-limit",
+            "500",
+        ])
         .args(extra)
         .output()
         .unwrap();
@@ -70,11 +77,15 @@ fn idle_cores_go_to_the_long_trial_once_the_queue_is_empty_and_pinned_runs_keep_
     assert_eq!(cnn.len(), 8, "{cnn:?}");
     // Leased first, while the MLPs were queued: its first epoch trained on its worker's 1.
     assert_eq!(cnn[0], "1", "{cnn:?}");
-    // Once the MLPs were done and nothing was queued, the idle worker's core was lent.
-    assert_eq!(cnn.last().unwrap(), "2", "{cnn:?}");
-    let mut sorted = cnn.clone();
-    sorted.sort();
-    assert_eq!(cnn, sorted, "never taken back while nothing waits: {cnn:?}");
+    // Once the MLPs were done and nothing was queued, the idle worker's core was lent. (On a
+    // machine whose cores other processes keep busy, an epoch on 2 threads can be slower than
+    // on 1: the worker then goes back to 1 for the rest of the trial, so the 2s need not last.)
+    let lent = cnn.iter().position(|t| t == "2");
+    let lent = lent.unwrap_or_else(|| panic!("the idle core was never lent: {cnn:?}"));
+    // Lent until the end, or declined once and for good: never 2 again after going back.
+    if let Some(back) = cnn[lent..].iter().position(|t| t == "1") {
+        assert!(cnn[lent + back..].iter().all(|t| t == "1"), "{cnn:?}");
+    }
     // The MLPs ran while work was queued or beside the CNN: one thread each, all of them.
     assert_eq!(
         sql(&format!(

@@ -132,6 +132,70 @@ impl PlannedThreads {
     }
 }
 
+/// The training thread's side of the plan: between epochs it applies what the coordinator
+/// asks, and for the rest of a trial it declines lent threads once an epoch on them was not
+/// clearly faster than the last one on the registered count. The coordinator sees only its
+/// own workers: when other processes keep the "idle" cores busy, OpenMP's threads wait for
+/// each other at every barrier, and 2 threads ran a CNN epoch 3–16× slower than 1 on the
+/// 2-core development machine under a load average of ~10 (measured 2026-11-30).
+#[derive(Debug)]
+pub struct ThreadSwitch {
+    plan: PlannedThreads,
+    /// The registered count, what the trial started on.
+    base: usize,
+    /// Seconds of the last epoch trained on `base`.
+    base_seconds: Option<f64>,
+    declined: bool,
+}
+
+/// What [`ThreadSwitch::between_epochs`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Switch {
+    /// The next epoch trains on this many threads, as planned.
+    Planned(usize),
+    /// The lent threads did not pay: back to the registered count for the rest of the trial
+    /// (the caller sets it: [`set_threads`]).
+    Declined { lent: f64, base: f64 },
+}
+
+impl ThreadSwitch {
+    pub fn new(plan: PlannedThreads, base: usize) -> ThreadSwitch {
+        ThreadSwitch {
+            plan,
+            base: base.max(1),
+            base_seconds: None,
+            declined: false,
+        }
+    }
+
+    /// Call between epochs with the epoch just trained (its thread count and seconds);
+    /// says what changed for the next one.
+    pub fn between_epochs(&mut self, trained_on: u32, seconds: f64) -> Option<Switch> {
+        let lent = usize::try_from(trained_on).unwrap_or(0) > self.base;
+        if !lent {
+            self.base_seconds = Some(seconds);
+        } else if !self.declined {
+            if let Some(base) = self.base_seconds.filter(|&b| !paid(b, seconds)) {
+                self.declined = true;
+                return Some(Switch::Declined {
+                    lent: seconds,
+                    base,
+                });
+            }
+        }
+        if self.declined {
+            return None;
+        }
+        self.plan.apply().map(Switch::Planned)
+    }
+}
+
+/// Whether an epoch on lent threads (`lent` seconds) was clearly faster than the last one on
+/// the registered count (`base` seconds): by a tenth at least.
+fn paid(base: f64, lent: f64) -> bool {
+    lent < 0.9 * base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +255,32 @@ mod tests {
         assert_eq!(plan.asked(), Some(2), "0 keeps, and clones share the plan");
         plan.clear();
         assert_eq!(plan.asked(), None);
+    }
+
+    #[test]
+    fn lent_threads_are_kept_only_while_they_pay() {
+        assert!(paid(10.0, 6.0), "1.6× faster: the quiet machine");
+        assert!(
+            !paid(4.0, 28.0),
+            "7× slower: the cores were not idle after all"
+        );
+        assert!(!paid(10.0, 9.5), "5% is noise");
+        let mut switch = ThreadSwitch::new(PlannedThreads::default(), 1);
+        // Epochs on the registered count only remember their time; nothing asked, no change.
+        assert_eq!(switch.between_epochs(1, 4.0), None);
+        // An epoch on 2 lent threads that took 28 s: back to 1 for good.
+        assert_eq!(
+            switch.between_epochs(2, 28.0),
+            Some(Switch::Declined {
+                lent: 28.0,
+                base: 4.0
+            })
+        );
+        switch.plan.ask(2);
+        assert_eq!(
+            switch.between_epochs(1, 4.0),
+            None,
+            "declined: asks are ignored"
+        );
     }
 }

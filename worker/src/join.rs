@@ -27,9 +27,10 @@ use crate::cli::JoinArgs;
 use crate::client::{Answer, Attempt, Coordinator, Leased, Offer};
 use crate::connect::Connection;
 use crate::data::Subset;
+use crate::device::{self, Switch};
 use crate::synthetic::{run_noop, run_synthetic};
 use crate::train::Trial;
-use crate::{device, Error, Result};
+use crate::{Error, Result};
 use proto::pb;
 use proto::{Artifact, EpochMetrics, Hyperparams, Objective};
 use results_format::Goal;
@@ -376,6 +377,7 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
     trial.checkpoint_every_epoch = true;
     let samples = u64::try_from(trial.splits.train.len()).unwrap_or(0);
     let mut first_train_loss = trial.history.first().map(|m| m.train_loss);
+    let mut switch = device::ThreadSwitch::new(job.planned.clone(), job.threads);
     let trained = trial.run(&mut |e: &crate::train::Epoch<'_>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
@@ -403,9 +405,19 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
                 Err(_) => return Err(Error::Abandoned("reporting stopped".into())),
             }
         }
-        // Between epochs: the next one trains on the count the plan asks for, if it changed.
-        if let Some(n) = job.planned.apply() {
-            info!(trial = %job.h.trial_id(), next_epoch = m.epoch + 1, threads = n, "threads planned by the coordinator");
+        // Between epochs: the next one trains on the count the plan asks for, unless lent
+        // threads did not pay (device::ThreadSwitch).
+        let (trial_id, next_epoch) = (job.h.trial_id(), m.epoch + 1);
+        match switch.between_epochs(e.threads, m.seconds) {
+            Some(Switch::Planned(threads)) => {
+                info!(trial = %trial_id, next_epoch, threads, "threads planned by the coordinator");
+            }
+            Some(Switch::Declined { lent, base }) => {
+                device::set_threads(job.threads);
+                warn!(trial = %trial_id, next_epoch, threads = job.threads, lent_seconds = lent, base_seconds = base,
+                    "lent threads were slower (the cores are busy with other work): back to the registered count for this trial");
+            }
+            None => {}
         }
         Ok(())
     });
