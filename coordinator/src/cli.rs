@@ -88,9 +88,16 @@ pub struct RunArgs {
     /// Local worker processes to start. Default: one per core, one thread each.
     #[arg(long, value_name = "N")]
     pub local_workers: Option<usize>,
-    /// libtorch threads of each local worker. Default: cores / local workers.
+    /// libtorch threads of each local worker, fixed for the whole run (as --pin-threads).
+    /// Default: cores / local workers to start with; cores left idle once no trial waits
+    /// are lent to the running trials at their next epoch.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Never change any worker's thread count (local or remote): every epoch trains on the
+    /// count its worker started with, so the numbers repeat exactly, at the price of idle
+    /// cores at the end of a sweep.
+    #[arg(long)]
+    pub pin_threads: bool,
     /// Device of the local workers: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,

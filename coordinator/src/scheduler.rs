@@ -31,6 +31,7 @@ mod durable;
 mod expiry;
 pub mod fuse;
 mod search;
+mod threads;
 mod view;
 mod workers;
 
@@ -91,6 +92,8 @@ pub struct SchedulerConfig {
     /// Attempts that may end badly (lease expired, retryable failure) before the trial is
     /// failed. Attempts cut short by a coordinator restart are not counted.
     pub max_attempts: u32,
+    /// Never change a worker's thread count (`coordinator run --pin-threads`, issue 13).
+    pub pin_threads: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -98,6 +101,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             lease_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            pin_threads: false,
         }
     }
 }
@@ -125,6 +129,13 @@ pub struct WorkerInfo {
     pub host: String,
     /// The device's model, e.g. `NVIDIA H200`.
     pub device_name: String,
+    // issue 13: what the thread plan needs (`scheduler/threads.rs`).
+    /// libtorch threads per trial it registered with: what it gets back when work waits.
+    pub threads: u32,
+    /// Cores it may use on `host`; 0: not said (its threads are never planned).
+    pub cores: u32,
+    /// The user fixed its threads: never changed.
+    pub threads_pinned: bool,
 }
 
 /// The answer to a lease request.

@@ -23,6 +23,7 @@ fn register(protocol: u32) -> pb::RegisterRequest {
         cuda_version: "13.0".into(),
         host: "gpu-1".into(),
         device_name: "NVIDIA H200".into(),
+        ..Default::default()
     }
 }
 

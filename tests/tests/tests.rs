@@ -19,7 +19,9 @@
 //! - `search`: issue 12 end to end: a stop at a rung, divergence, a `kill -9` during a TPE
 //!   sweep, the report's model of the selected epoch;
 //! - `security_e2e`: token and TLS through the binaries;
-//! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop.
+//! - `slurm`: `deploy/slurm/*.sbatch` on a real single-node Slurm the tests start and stop;
+//! - `threads`: issue 13's thread plan: a long trial gets the idle core once the queue is
+//!   empty; `--pin-threads` keeps one thread.
 
 mod bundle;
 mod dataset_fetch;
@@ -33,3 +35,4 @@ mod netns;
 mod search;
 mod security_e2e;
 mod slurm;
+mod threads;

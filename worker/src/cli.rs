@@ -121,10 +121,15 @@ pub struct JoinArgs {
     /// reproducible per seed. They stop when this process does.
     #[arg(long, default_value_t = 1)]
     pub slots: usize,
-    /// libtorch intra-op threads per trial (per slot process). Default: the machine's cores
-    /// divided by --slots.
+    /// libtorch intra-op threads per trial (per slot process), fixed: the coordinator never
+    /// changes them. Default: the machine's cores divided by --slots, which the coordinator
+    /// may raise at an epoch boundary while cores of this machine are idle.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Like the default, but this many threads to start each trial with (the coordinator may
+    /// raise them while cores are idle); `coordinator run` gives it to its local workers.
+    #[arg(long, value_name = "N", conflicts_with = "threads")]
+    pub start_threads: Option<usize>,
     /// Name shown in results and logs. Default: host:pid.
     #[arg(long)]
     pub name: Option<String>,

@@ -48,6 +48,9 @@ pub struct Coordinator {
     samples_per_second: AtomicU64,
     /// The GPU memory at the end of the last epoch, for heartbeats.
     gpu_memory_bytes: AtomicU64,
+    /// The threads the coordinator's plan asks for (issue 13), from report and heartbeat
+    /// answers; never set when this worker's threads are pinned.
+    planned_threads: crate::device::PlannedThreads,
 }
 
 /// One attempt at one trial, leased to this worker: what every call about the trial names.
@@ -210,7 +213,21 @@ impl Coordinator {
             held: Mutex::new(Vec::new()),
             samples_per_second: AtomicU64::new(0f64.to_bits()),
             gpu_memory_bytes: AtomicU64::new(0),
+            planned_threads: crate::device::PlannedThreads::default(),
         })
+    }
+
+    /// What the coordinator's plan asks this worker's threads to be (issue 13): the training
+    /// thread applies it between epochs.
+    pub fn planned_threads(&self) -> &crate::device::PlannedThreads {
+        &self.planned_threads
+    }
+
+    /// Keeps a thread count the coordinator asked for (0: keep), unless the user pinned them.
+    fn plan_says(&self, threads: u32) {
+        if !self.registration.threads_pinned {
+            self.planned_threads.ask(threads);
+        }
     }
 
     /// How often the coordinator wants a heartbeat.
@@ -273,7 +290,9 @@ impl Coordinator {
         };
         match self.rpc.clone().heartbeat(req).await {
             Ok(resp) => {
-                for gone in resp.into_inner().abandon {
+                let resp = resp.into_inner();
+                self.plan_says(resp.threads);
+                for gone in resp.abandon {
                     if let Some(a) = self.held_now().iter().find(|a| a.is(&gone)) {
                         warn!(trial = %a.trial_id, attempt = a.attempt, "coordinator took the lease back, abandoning");
                         a.lose();
@@ -365,6 +384,9 @@ impl Coordinator {
                 async move { c.report_epoch(r).await }
             })
             .await;
+        if let Ok(r) = &answer {
+            self.plan_says(r.threads);
+        }
         match answer {
             Ok(r) if r.stop => Ok(Answer::Stop(r.stop_reason)),
             Ok(_) => Ok(Answer::Ok),

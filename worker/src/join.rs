@@ -27,9 +27,10 @@ use crate::cli::JoinArgs;
 use crate::client::{Answer, Attempt, Coordinator, Leased, Offer};
 use crate::connect::Connection;
 use crate::data::Subset;
+use crate::device::{self, Switch};
 use crate::synthetic::{run_noop, run_synthetic};
 use crate::train::Trial;
-use crate::{device, Error, Result};
+use crate::{Error, Result};
 use proto::pb;
 use proto::{Artifact, EpochMetrics, Hyperparams, Objective};
 use results_format::Goal;
@@ -85,8 +86,18 @@ pub async fn run(args: JoinArgs) -> Result<()> {
             "--slots N runs N processes: call slots::supervise, not join::run".into(),
         ));
     }
+    // The cores this process may use (its affinity mask and cgroup quota): what the
+    // coordinator's thread plan shares among this host's trials.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or((cores / args.slots.max(1)).max(1));
+    let threads = args
+        .threads
+        .or(args.start_threads)
+        .unwrap_or((cores / args.slots.max(1)).max(1));
+    let cpus = Cpus {
+        threads,
+        cores,
+        pinned: args.threads.is_some(),
+    };
     let mut name = args.name.clone().unwrap_or_else(default_name);
     if let Some(i) = slot {
         name = format!("{name}/{i}");
@@ -100,7 +111,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     // Plaintext or TLS, with the token interceptor: see connect.rs.
     let conn = Connection::from_args(&args)?;
     let budget = Duration::from_secs(args.reconnect_timeout);
-    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, threads), budget).await?);
+    let coord = Arc::new(Coordinator::join(&conn, registration(name, dev, cpus), budget).await?);
 
     let scratch = std::env::temp_dir().join(format!("hypersweep-worker-{}", std::process::id()));
     let ctx = Arc::new(Ctx {
@@ -128,15 +139,28 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     result
 }
 
-/// What this worker says about itself: its name, device and threads, its build and protocol
-/// (build_info.rs), its host and the device's model (gpu.rs).
-fn registration(name: String, dev: Device, threads: usize) -> pb::RegisterRequest {
+/// A worker's threads and cores, as it registers them (issue 13).
+#[derive(Debug, Clone, Copy)]
+struct Cpus {
+    /// Threads per trial: what every trial starts with.
+    threads: usize,
+    /// The cores this process may use.
+    cores: usize,
+    /// `--threads` fixed them: the coordinator never changes them.
+    pinned: bool,
+}
+
+/// What this worker says about itself: its name, device, threads and cores, its build and
+/// protocol (build_info.rs), its host and the device's model (gpu.rs).
+fn registration(name: String, dev: Device, cpus: Cpus) -> pb::RegisterRequest {
     let build = crate::build_info::BUILD;
     pb::RegisterRequest {
         name,
         device: device::device_name(dev),
         slots: 1,
-        threads: threads as u32,
+        threads: u32::try_from(cpus.threads).unwrap_or(u32::MAX),
+        cores: u32::try_from(cpus.cores).unwrap_or(u32::MAX),
+        threads_pinned: cpus.pinned,
         version: build.version.into(),
         protocol: proto::PROTOCOL_VERSION,
         build_variant: build.variant.as_str().into(),
@@ -246,6 +270,9 @@ async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Re
         // While the data loads (the first time) and the trial trains, heartbeats keep the
         // lease alive (and may take it back).
         let _held = ctx.coord.hold(std::slice::from_ref(&attempt));
+        // A trial starts on the registered count: cores lent to the last trial are not this
+        // one's until the plan says so again.
+        ctx.coord.planned_threads().clear();
         let data = match ctx.data().await {
             Ok(data) => data,
             Err(e) => {
@@ -263,6 +290,7 @@ async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Re
             subset: ctx.subset,
             device: ctx.device,
             threads: ctx.threads,
+            planned: ctx.coord.planned_threads().clone(),
             start_epoch: leased.start_epoch,
             checkpoint: leased.checkpoint,
             attempt: attempt.clone(),
@@ -296,7 +324,10 @@ struct Job {
     data: Arc<dataset::FashionMnist>,
     subset: Subset,
     device: Device,
+    /// Threads every trial starts with ...
     threads: usize,
+    /// ... and what the coordinator's plan asks for, applied between epochs (issue 13).
+    planned: device::PlannedThreads,
     /// Epochs already recorded; `checkpoint` holds the state after them.
     start_epoch: u32,
     checkpoint: Vec<u8>,
@@ -346,6 +377,7 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
     trial.checkpoint_every_epoch = true;
     let samples = u64::try_from(trial.splits.train.len()).unwrap_or(0);
     let mut first_train_loss = trial.history.first().map(|m| m.train_loss);
+    let mut switch = device::ThreadSwitch::new(job.planned.clone(), job.threads);
     let trained = trial.run(&mut |e: &crate::train::Epoch<'_>| {
         if job.attempt.is_lost() {
             return Err(Error::Abandoned(
@@ -372,6 +404,20 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
                 Ok(Verdict::Stop(why)) => return Err(Error::Stopped(why)),
                 Err(_) => return Err(Error::Abandoned("reporting stopped".into())),
             }
+        }
+        // Between epochs: the next one trains on the count the plan asks for, unless lent
+        // threads did not pay (device::ThreadSwitch).
+        let (trial_id, next_epoch) = (job.h.trial_id(), m.epoch + 1);
+        match switch.between_epochs(e.threads, m.seconds) {
+            Some(Switch::Planned(threads)) => {
+                info!(trial = %trial_id, next_epoch, threads, "threads planned by the coordinator");
+            }
+            Some(Switch::Declined { lent, base }) => {
+                device::set_threads(job.threads);
+                warn!(trial = %trial_id, next_epoch, threads = job.threads, lent_seconds = lent, base_seconds = base,
+                    "lent threads were slower (the cores are busy with other work): back to the registered count for this trial");
+            }
+            None => {}
         }
         Ok(())
     });

@@ -34,6 +34,9 @@ pub fn results_dir(args: &RunArgs, sweep: &Sweep) -> PathBuf {
 struct LocalPlan {
     workers: usize,
     threads: usize,
+    /// The threads never change (`--threads` or `--pin-threads`); otherwise `threads` is
+    /// what each trial starts with and the coordinator lends idle cores (issue 13).
+    pinned: bool,
 }
 
 impl LocalPlan {
@@ -45,7 +48,11 @@ impl LocalPlan {
             bail!("--local-workers 0 without --listen: no worker could ever join");
         }
         let threads = args.threads.unwrap_or((cores / workers.max(1)).max(1));
-        Ok(LocalPlan { workers, threads })
+        Ok(LocalPlan {
+            workers,
+            threads,
+            pinned: args.threads.is_some() || args.pin_threads,
+        })
     }
 }
 
@@ -62,6 +69,7 @@ fn service_config(args: &RunArgs, sweep: &Sweep, dir: &ResultsDir) -> Result<Ser
     config.max_attempts = args.max_attempts.max(1);
     config.retry_failed = args.retry_failed;
     config.dataset_dir = dataset_dir(args);
+    config.pin_threads = args.pin_threads;
     Ok(config)
 }
 
@@ -114,7 +122,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut workers = LocalWorkers::start(
         &args,
         plan.workers,
-        plan.threads,
+        (plan.threads, plan.pinned),
         addr,
         &dir,
         &local_security,

@@ -60,7 +60,8 @@ impl Launch {
         cmd.args(&self.join)
             .args(["--name", &name(n)])
             .args(&self.extra)
-            // One libtorch/OpenMP pool per worker, sized by --threads.
+            // One libtorch/OpenMP pool per worker, sized by --threads (its starting size
+            // under --start-threads: the worker resizes it when the coordinator lends cores).
             .env("OMP_NUM_THREADS", self.threads.to_string())
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
@@ -113,11 +114,13 @@ pub struct LocalWorkers {
 }
 
 impl LocalWorkers {
-    /// Starts `n` local workers with `threads` libtorch threads each, connecting to `addr`.
+    /// Starts `n` local workers with `threads` libtorch threads each, connecting to `addr`:
+    /// fixed when `pinned`, else what each trial starts with (`worker join --start-threads`),
+    /// which the coordinator's thread plan may raise while cores are idle.
     pub fn start(
         args: &RunArgs,
         n: usize,
-        threads: usize,
+        (threads, pinned): (usize, bool),
         addr: SocketAddr,
         dir: &ResultsDir,
         security: &LocalWorkerSecurity,
@@ -135,7 +138,11 @@ impl LocalWorkers {
             &url,
             "--slots",
             "1",
-            "--threads",
+            if pinned {
+                "--threads"
+            } else {
+                "--start-threads"
+            },
             &threads_arg,
             "--device",
             &args.device,
@@ -170,7 +177,7 @@ impl LocalWorkers {
         for i in 0..workers.slots.len() {
             workers.spawn(i, state)?;
         }
-        info!(workers = n, threads, bin = %workers.launch.bin.display(), "local workers started");
+        info!(workers = n, threads, pinned, bin = %workers.launch.bin.display(), "local workers started");
         Ok(workers)
     }
 

@@ -27,6 +27,7 @@ fn sched(trials: Vec<Hyperparams>, max_attempts: u32) -> (Scheduler, Instant) {
         SchedulerConfig {
             lease_timeout: TIMEOUT,
             max_attempts,
+            ..SchedulerConfig::default()
         },
         t0,
         wall,

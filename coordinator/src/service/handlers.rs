@@ -122,9 +122,10 @@ impl CoordinatorService {
                     ops.push(Op::Checkpoint(trial.clone(), metrics.epoch, checkpoint));
                 }
             }
-            Ok::<_, SchedulerError>((outcome, s.stop_of(&trial).cloned()))
+            let planned = s.planned_threads(&worker);
+            Ok::<_, SchedulerError>((outcome, s.stop_of(&trial).cloned(), planned))
         });
-        let (outcome, stop) = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
+        let (outcome, stop, planned) = outcome.map_err(|e| refused(e, &worker, "epoch report"))?;
         committed(commit, &trial, "epoch").await?;
         let duplicate = match outcome {
             ReportOutcome::Accepted(_) => {
@@ -145,6 +146,7 @@ impl CoordinatorService {
             duplicate,
             stop: stop.is_some(),
             stop_reason: stop.map(|s| s.reason).unwrap_or_default(),
+            threads: planned.unwrap_or(0),
         }))
     }
 
@@ -224,6 +226,7 @@ impl CoordinatorService {
             duplicate: false,
             stop: true,
             stop_reason: reason,
+            threads: 0,
         }))
     }
 }
@@ -278,6 +281,9 @@ impl Coordinator for CoordinatorService {
             slots: r.slots,
             host: clip(&r.host, MAX_LABEL).to_owned(),
             device_name: clip(&r.device_name, MAX_LABEL).to_owned(),
+            threads: r.threads,
+            cores: r.cores,
+            threads_pinned: r.threads_pinned,
         };
         let id = self.state.with_scheduler(|s, now| {
             if s.workers() >= MAX_WORKERS {
@@ -292,7 +298,8 @@ impl Coordinator for CoordinatorService {
             Ok(s.register(info.clone(), now))
         })?;
         info!(worker = %id, name = %info.name, device = %info.device, slots = info.slots,
-            threads = r.threads, version, protocol, build = %info.build, host = %info.host,
+            threads = r.threads, cores = r.cores, pinned = r.threads_pinned, version, protocol,
+            build = %info.build, host = %info.host,
             device_name = %info.device_name, "worker registered");
         let c = self.state.config();
         Ok(Response::new(pb::RegisterResponse {
@@ -376,10 +383,10 @@ impl Coordinator for CoordinatorService {
             .into_iter()
             .map(|t| trial_attempt(Some(t)))
             .collect::<Result<Vec<_>, Status>>()?;
-        let abandon = self.state.with_scheduler(|s, now| {
+        let (abandon, planned) = self.state.with_scheduler(|s, now| {
             let abandon = s.heartbeat(&worker, &running, now)?;
             s.report_load(&worker, load);
-            Ok::<_, SchedulerError>(abandon)
+            Ok::<_, SchedulerError>((abandon, s.planned_threads(&worker)))
         })?;
         for (trial, attempt) in &abandon {
             info!(worker = %worker, trial = %trial, attempt, "worker told to abandon a trial");
@@ -392,6 +399,7 @@ impl Coordinator for CoordinatorService {
                     attempt,
                 })
                 .collect(),
+            threads: planned.unwrap_or(0),
         }))
     }
 

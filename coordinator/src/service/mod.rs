@@ -82,6 +82,8 @@ pub struct ServiceConfig {
     /// issue 10: the coordinator's Fashion-MNIST, served to workers that have none
     /// (`FetchDataset`); `None`: it has none, and such workers are told so.
     pub dataset_dir: Option<PathBuf>,
+    /// issue 13: never change a worker's thread count (`coordinator run --pin-threads`).
+    pub pin_threads: bool,
 }
 
 impl ServiceConfig {
@@ -97,6 +99,7 @@ impl ServiceConfig {
             max_artifact_bytes: 256 << 20,
             retry_failed: false,
             dataset_dir: None,
+            pin_threads: false,
         }
     }
 }

@@ -83,6 +83,7 @@ fn restore_scheduler(
         SchedulerConfig {
             lease_timeout: config.lease_timeout,
             max_attempts: config.max_attempts,
+            pin_threads: config.pin_threads,
         },
         now,
         chrono::Utc::now(),

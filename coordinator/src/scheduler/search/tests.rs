@@ -31,6 +31,7 @@ fn scheduler(s: &Sweep, t0: Instant) -> Scheduler {
     let config = SchedulerConfig {
         lease_timeout: Duration::from_secs(10),
         max_attempts: 2,
+        ..SchedulerConfig::default()
     };
     let wall = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
     Scheduler::with_plan(plan(s), config, t0, wall)
