@@ -151,7 +151,9 @@ fn metrics_follow_a_real_sweep_and_promtool_accepts_them() {
     let health: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let stderr = std::fs::File::create(tmp.path().join("coordinator.log")).unwrap();
     // One local worker: the trials run one after another, so scrapes see the sweep move.
-    // A 1 s lease timeout makes heartbeats (which carry the throughput) every 200 ms.
+    // A 1 s lease timeout makes heartbeats (which carry the throughput) every 200 ms; 12,000
+    // images make the sweep last several of them (with 3,000 it took ~1 s and, under load,
+    // no scrape fell between the first epoch and the worker leaving).
     let mut child = Command::new(bin("coordinator"))
         .env("HYPERSWEEP_WORKER", bin("worker"))
         .env("RUST_LOG", "info")
@@ -168,7 +170,7 @@ fn metrics_follow_a_real_sweep_and_promtool_accepts_them() {
             "--lease-timeout",
             "1",
         ])
-        .args(["--train-limit", "3000", "--test-limit", "500"])
+        .args(["--train-limit", "12000", "--test-limit", "500"])
         .arg("--token-file")
         .arg(&token)
         .arg(format!("--metrics-listen={metrics}"))

@@ -173,12 +173,14 @@ impl Slurm {
 
     /// Lets a requeued `job` start again now: Slurm holds a requeued job back for two minutes
     /// (its begin time), and an update while the job is still completing is overridden, so
-    /// this waits for it to be pending first.
+    /// this waits for it to be pending first, and for the node to be idle: released while
+    /// slurmd was still killing the old run, the job started at once, slurmd refused the
+    /// launch ("Job 1 already killed") and the job ended for good (seen once here).
     fn release_requeued(&self, job: &str, submit: &Path) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match self.state(job).as_str() {
-                "PENDING" => {
+                "PENDING" if self.nodes_idle() => {
                     let _ = self
                         .cmd("scontrol")
                         .args(["update", &format!("JobId={job}"), "StartTime=now"])
@@ -223,6 +225,18 @@ impl Slurm {
     }
 
     /// The ends of slurmctld's and slurmd's logs, for failure messages.
+    /// True when every node of the cluster is idle (`sinfo`'s compact states), not still
+    /// completing a job.
+    fn nodes_idle(&self) -> bool {
+        let out = self
+            .cmd("sinfo")
+            .args(["-h", "-N", "-o", "%t"])
+            .output()
+            .unwrap();
+        let states = String::from_utf8_lossy(&out.stdout);
+        !states.trim().is_empty() && states.split_whitespace().all(|s| s == "idle")
+    }
+
     fn logs(&self) -> String {
         ["slurmctld", "slurmd"]
             .iter()
