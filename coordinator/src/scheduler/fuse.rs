@@ -8,8 +8,8 @@
 //! and stand at the same recorded epoch (a group resumes from one epoch). A trial without a
 //! class leases alone, as every trial did before.
 //!
-//! Not yet called by [`super::Scheduler::lease`]: the wire that carries a group to a worker
-//! is issue 13's next step.
+//! [`super::Scheduler::lease`] calls it for a worker that registered `max_fuse > 1`; each
+//! member gets its own lease (`scheduler/fuse/lease_tests.rs` drives that in virtual time).
 
 use std::collections::VecDeque;
 
@@ -51,6 +51,9 @@ pub fn take_group(
     *queue = rest;
     group
 }
+
+#[cfg(test)]
+mod lease_tests;
 
 #[cfg(test)]
 mod tests {
