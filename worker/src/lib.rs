@@ -26,6 +26,7 @@ pub mod fetch;
 pub mod fused;
 pub mod gpu;
 pub mod join;
+pub mod join_group;
 pub mod masks;
 pub mod model;
 pub mod sgd;
