@@ -25,6 +25,7 @@ epochs = 3
 /// `coordinator run` of [`SWEEP`] (with `fuse = false` in `[defaults]` when `fuse` is false)
 /// into `dir/results` with one local worker of one thread; returns the results folder.
 fn run(dir: &Path, fuse: bool) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let sweep = dir.join("fuse.toml");
     let text = if fuse {
         SWEEP.to_owned()
