@@ -191,13 +191,15 @@ struct GroupJob {
 /// it) and its artifacts are written.
 type Outcomes = Vec<Result<()>>;
 
-fn start(
-    job: GroupJob,
-    slot: usize,
-) -> Result<(
+/// The training thread of a group and where its members' epochs come out.
+type Training = (
     mpsc::Receiver<(usize, Trained)>,
     std::thread::JoinHandle<Result<Outcomes>>,
-)> {
+);
+
+/// Starts training `job` on an OS thread of its own: each member's finished epochs come out
+/// of the returned channel (bounded: training waits while reports lag behind).
+fn start(job: GroupJob, slot: usize) -> Result<Training> {
     let (tx, rx) = mpsc::channel(2);
     let thread = std::thread::Builder::new()
         .name(format!("train-group-{slot}"))
