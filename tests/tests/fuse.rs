@@ -3,11 +3,14 @@
 //! worker leases them as one group and trains them as one stacked model (its log says so);
 //! every member still lands as its own trial, with its own rows and artifacts. The same sweep
 //! with `fuse = false` trains each trial alone, within the published tolerance of the fused
-//! numbers (README, "Fused same-shape trials").
+//! numbers (README, "Fused same-shape trials"). A worker `kill -9`ed once every member reported
+//! its first epoch is restarted, the group resumes from its members' checkpoints as one, and
+//! the rows equal an uninterrupted fused run's bit for bit.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use tests::{assert_ok, bin, sql};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tests::{assert_ok, bin, pids_with, rows_differing, sql, Lines};
 
 const SWEEP: &str = r#"
 name = "fuse"
@@ -23,8 +26,8 @@ epochs = 3
 "#;
 
 /// `coordinator run` of [`SWEEP`] (with `fuse = false` in `[defaults]` when `fuse` is false)
-/// into `dir/results` with one local worker of one thread; returns the results folder.
-fn run(dir: &Path, fuse: bool) -> PathBuf {
+/// into `dir/results` with one local worker of one thread on `train` training images.
+fn command(dir: &Path, fuse: bool, train: &str) -> Command {
     std::fs::create_dir_all(dir).unwrap();
     let sweep = dir.join("fuse.toml");
     let text = if fuse {
@@ -33,14 +36,13 @@ fn run(dir: &Path, fuse: bool) -> PathBuf {
         SWEEP.replace("[defaults]\n", "[defaults]\nfuse = false\n")
     };
     std::fs::write(&sweep, text).unwrap();
-    let results = dir.join("results");
-    let out = Command::new(bin("coordinator"))
-        .env("HYPERSWEEP_WORKER", bin("worker"))
+    let mut c = Command::new(bin("coordinator"));
+    c.env("HYPERSWEEP_WORKER", bin("worker"))
         .env("RUST_LOG", "info")
         .arg("run")
         .arg(&sweep)
         .arg("--results")
-        .arg(&results)
+        .arg(dir.join("results"))
         .args([
             "--local-workers",
             "1",
@@ -49,11 +51,14 @@ fn run(dir: &Path, fuse: bool) -> PathBuf {
             "--plain",
             "--no-report",
         ])
-        .args(["--train-limit", "2000", "--test-limit", "500"])
-        .output()
-        .unwrap();
-    assert_ok(&out);
-    results
+        .args(["--train-limit", train, "--test-limit", "500"]);
+    c
+}
+
+/// [`command`] run to its end; returns the results folder.
+fn run(dir: &Path, fuse: bool, train: &str) -> PathBuf {
+    assert_ok(&command(dir, fuse, train).output().unwrap());
+    dir.join("results")
 }
 
 /// Every local worker's log, concatenated.
@@ -88,7 +93,7 @@ fn largest_gaps(a: &Path, b: &Path) -> (f64, f64, usize) {
 fn three_same_shape_trials_train_as_one_group_and_each_lands_as_its_own_trial() {
     let _exclusive = tests::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let fused = run(&tmp.path().join("fused"), true);
+    let fused = run(&tmp.path().join("fused"), true, "2000");
     let r = fused.display();
     let logs = worker_logs(&fused);
     assert_eq!(logs.matches("fused group of 3 leased").count(), 1, "{logs}");
@@ -117,7 +122,7 @@ fn three_same_shape_trials_train_as_one_group_and_each_lands_as_its_own_trial() 
     }
 
     // fuse = false: each trial alone, its numbers within the tolerance of its fused run's.
-    let solo = run(&tmp.path().join("solo"), false);
+    let solo = run(&tmp.path().join("solo"), false, "2000");
     let logs = worker_logs(&solo);
     assert!(!logs.contains("fused group"), "{logs}");
     assert_eq!(logs.matches("trial leased").count(), 3, "{logs}");
@@ -128,4 +133,75 @@ fn three_same_shape_trials_train_as_one_group_and_each_lands_as_its_own_trial() 
         acc < 0.0051,
         "accuracies {acc} apart (one validation image is 0.005)"
     );
+}
+
+#[test]
+fn a_group_whose_worker_is_killed_resumes_as_one_and_equals_the_uninterrupted_run() {
+    let _exclusive = tests::exclusive();
+    // Epochs long enough (a second or so) that the kill lands before a second epoch is in.
+    const TRAIN: &str = "12000";
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = run(&tmp.path().join("reference"), true, TRAIN);
+
+    let dir = tmp.path().join("killed");
+    let mut coord = command(&dir, true, TRAIN)
+        .args(["--lease-timeout", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut coord);
+    let listening = lines
+        .wait("coordinator listening", Duration::from_secs(30))
+        .expect("the coordinator exited");
+    let port = listening
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("addr="))
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap()
+        .to_owned();
+    // Every member's epoch 1 is recorded: kill the worker while the group trains epoch 2.
+    let mut firsts = 0;
+    while firsts < 3 {
+        let line = lines
+            .wait("epoch finished", Duration::from_secs(120))
+            .expect("the coordinator exited");
+        assert!(
+            line.contains(" epoch=1 "),
+            "an epoch past 1 before the kill: {line}"
+        );
+        firsts += 1;
+    }
+    let pids = pids_with(&format!("--coordinator http://127.0.0.1:{port} "));
+    assert_eq!(pids.len(), 1, "one local worker: {pids:?}");
+    let killed = Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = coord.wait().unwrap();
+    let log = lines.drain().join("\n");
+    assert!(status.success(), "{status}\n{log}");
+
+    let results = dir.join("results");
+    let r = results.display();
+    let logs = worker_logs(&results);
+    assert_eq!(logs.matches("fused group of 3 leased").count(), 2, "{logs}");
+    assert!(
+        logs.contains("fused group resumed from its members' checkpoints"),
+        "{logs}"
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*) FILTER (status = 'finished'), sum(attempts) FROM '{r}/trials.parquet'"
+        )),
+        ["3,6"]
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
+        )),
+        ["9,9"]
+    );
+    assert_eq!(rows_differing(&reference, &results), 0);
 }
