@@ -448,20 +448,6 @@ impl Scheduler {
         Ok(LeaseOutcome::Lease(head))
     }
 
-    /// The class trial `i` fuses in, when it may: its experiment allows fusion and its shape
-    /// has a [`Hyperparams::fuse_key`] (never the CNN).
-    fn fuse_class(&self, i: usize) -> Option<fuse::FuseClass> {
-        let t = &self.trials[i];
-        if !self.experiments[t.exp].fuse {
-            return None;
-        }
-        Some(fuse::FuseClass {
-            experiment: t.exp,
-            key: t.hparams.fuse_key()?,
-            recorded: t.recorded,
-        })
-    }
-
     /// Leases trial `i` (taken off the queue) to `worker`: a new attempt, its own deadline.
     fn grant(&mut self, i: usize, worker: &WorkerId, now: Instant) -> Lease {
         self.lease_taken(worker);
