@@ -136,6 +136,8 @@ pub struct WorkerInfo {
     pub cores: u32,
     /// The user fixed its threads: never changed.
     pub threads_pinned: bool,
+    /// The most trials it trains as one fused group (`worker join --max-fuse`); 0 or 1: none.
+    pub max_fuse: u32,
 }
 
 /// The answer to a lease request.
@@ -165,6 +167,9 @@ pub struct Lease {
     pub divergence: Option<f64>,
     /// A trial suggested for this lease: the service stores it before answering.
     pub suggested: Option<Box<Suggested>>,
+    /// The other members of its fused group (issue 13), each an ordinary lease of its own
+    /// trial held by the same worker; empty for a trial leased alone.
+    pub members: Vec<Lease>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -409,17 +414,24 @@ impl Scheduler {
     }
 
     /// Hands `worker` the most urgent queued trial or, when none is queued, a new suggestion
-    /// of a tpe experiment (carried in [`Lease::suggested`]).
+    /// of a tpe experiment (carried in [`Lease::suggested`]). A worker that trains fused
+    /// groups (`max_fuse > 1`) gets with a queued trial the next queued trials of its fuse
+    /// class ([`fuse::take_group`]), each its own lease, in [`Lease::members`].
     pub fn lease(&mut self, worker: &WorkerId, now: Instant) -> Result<LeaseOutcome> {
         self.touch(worker, now)?;
         let w = &self.workers[worker];
-        if w.held >= w.info.slots {
+        // A fused group is one unit of the worker's slots but holds one lease per member.
+        if w.held >= w.info.slots.saturating_mul(w.info.max_fuse.max(1)) {
             return Ok(LeaseOutcome::Wait);
         }
-        let (i, suggested) = match self.queue.pop_front() {
-            Some(i) => (i, None),
+        let max_fuse = w.info.max_fuse as usize;
+        let mut queue = std::mem::take(&mut self.queue);
+        let group = fuse::take_group(&mut queue, |i| self.fuse_class(i), max_fuse);
+        self.queue = queue;
+        let (group, suggested) = match group.first() {
+            Some(_) => (group, None),
             None => match self.suggest_next() {
-                Some((i, s)) => (i, Some(Box::new(s))),
+                Some((i, s)) => (vec![i], Some(Box::new(s))),
                 None => {
                     return Ok(if self.is_done() {
                         LeaseOutcome::Done
@@ -429,6 +441,15 @@ impl Scheduler {
                 }
             },
         };
+        let mut leases: Vec<Lease> = group.iter().map(|&i| self.grant(i, worker, now)).collect();
+        let mut head = leases.remove(0);
+        head.suggested = suggested;
+        head.members = leases;
+        Ok(LeaseOutcome::Lease(head))
+    }
+
+    /// Leases trial `i` (taken off the queue) to `worker`: a new attempt, its own deadline.
+    fn grant(&mut self, i: usize, worker: &WorkerId, now: Instant) -> Lease {
         self.lease_taken(worker);
         let wall = self.wall(now);
         let info = self.workers[worker].info.clone();
@@ -448,7 +469,7 @@ impl Scheduler {
         t.worker_build = Some(info.build).filter(|b| !b.is_empty());
         t.started_at = Some(wall);
         let exp = &self.experiments[t.exp];
-        Ok(LeaseOutcome::Lease(Lease {
+        Lease {
             trial_id: t.id.clone(),
             attempt: t.attempts,
             hparams: t.hparams.clone(),
@@ -456,8 +477,9 @@ impl Scheduler {
             goal: exp.goal,
             rung_epochs: exp.rung_epochs.clone(),
             divergence: exp.divergence,
-            suggested,
-        }))
+            suggested: None,
+            members: Vec::new(),
+        }
     }
 
     /// Records one epoch of a leased trial, trained on `threads` threads (`None`: not said),

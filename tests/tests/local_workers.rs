@@ -15,6 +15,8 @@ const SWEEP: &str = r#"
 name = "crashes"
 seed = 55
 [defaults]
+# Trials train alone: a member resumed alone is only within a tolerance of its fused run.
+fuse = false
 hidden = 32
 epochs = 6
 validation = 0.1

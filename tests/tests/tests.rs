@@ -12,6 +12,7 @@
 //!   checked with kubectl, kubernetes-validate, hadolint, systemd-analyze and promtool;
 //! - `e2e`: `coordinator run` with local workers, remote workers, bad input, the lab4 table;
 //! - `faults`: workers and the coordinator `kill -9`ed mid-sweep; `--slots`;
+//! - `fuse`: issue 13's fused groups: three same-shape trials leased and trained as one;
 //! - `netns`: a worker's link cut in network namespaces (root);
 //! - `load`: 200 simulated workers and a `kill -9`;
 //! - `metrics`: `/metrics` scraped during a real sweep, checked by promtool;
@@ -28,6 +29,7 @@ mod dataset_fetch;
 mod deploy;
 mod e2e;
 mod faults;
+mod fuse;
 mod load;
 mod local_workers;
 mod metrics;

@@ -11,6 +11,8 @@ const SWEEP: &str = r#"
 name = "threads"
 seed = 5
 [defaults]
+# The MLPs train alone, one worker each, as the plan this test checks expects.
+fuse = false
 validation = 0.1
 [[experiment]]
 name = "long"

@@ -130,6 +130,13 @@ pub struct JoinArgs {
     /// raise them while cores are idle); `coordinator run` gives it to its local workers.
     #[arg(long, value_name = "N", conflicts_with = "threads")]
     pub start_threads: Option<usize>,
+    /// The most same-shape MLP trials of one experiment this worker trains as one fused
+    /// (stacked) model (issue 13); 1: every trial alone. Default 9: on a 2-core CPU nine
+    /// stacked h64 MLPs trained 1.5× (1 thread) to 2.2× (2 threads) the trial-epochs per
+    /// second of nine solo runs, more than groups of three (README, "Measured"); CNNs never
+    /// fuse, and a sweep's `fuse = false` turns it off. Each member stays its own trial (rows, checkpoints, artifacts).
+    #[arg(long, value_name = "N", default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fuse: u32,
     /// Name shown in results and logs. Default: host:pid.
     #[arg(long)]
     pub name: Option<String>,

@@ -92,6 +92,8 @@ impl Attempt {
 
 /// The coordinator's answer to a request for work.
 #[derive(Debug)]
+// One offer per lease call, moved once into the slot loop: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Offer {
     /// A trial to train.
     Trial(Leased),
@@ -118,6 +120,9 @@ pub struct Leased {
     pub rung_epochs: Vec<u32>,
     /// The divergence rule's factor, when the experiment has it.
     pub divergence: Option<f64>,
+    /// The other members of its fused group (issue 13), each an ordinary lease of its own
+    /// trial; empty for a trial leased alone.
+    pub members: Vec<Leased>,
 }
 
 /// How a call about a leased trial ended, once transient failures were retried away.
@@ -512,33 +517,41 @@ impl Drop for Holding<'_> {
 /// The lease response as an [`Offer`] to worker `worker_id`.
 fn offer(resp: pb::LeaseResponse, worker_id: String) -> Offer {
     match resp.outcome {
-        Some(Outcome::Lease(lease)) => {
-            let goal = goal(&lease.metric, &lease.mode);
-            let hparams = match (lease.hparams.map(Hyperparams::try_from), &goal) {
-                (_, Err(e)) => Err(format!("invalid lease: {e}")),
-                (Some(Ok(h)), _) => Ok(h),
-                (Some(Err(e)), _) => Err(format!("invalid hyperparameters in lease: {e}")),
-                (None, _) => Err("lease without hyperparameters".into()),
-            };
-            Offer::Trial(Leased {
-                attempt: Attempt {
-                    trial_id: lease.trial_id,
-                    attempt: lease.attempt,
-                    worker_id,
-                    lost: Arc::default(),
-                },
-                hparams,
-                start_epoch: lease.start_epoch,
-                checkpoint: lease.checkpoint,
-                goal: goal.unwrap_or_default(),
-                rung_epochs: lease.rung_epochs,
-                divergence: lease.divergence_factor,
-            })
-        }
+        Some(Outcome::Lease(lease)) => Offer::Trial(leased(lease, &worker_id)),
         Some(Outcome::Wait(w)) => Offer::Wait(Duration::from_millis(u64::from(
             w.retry_after_ms.clamp(10, 5000),
         ))),
         Some(Outcome::Done(_)) | None => Offer::Done,
+    }
+}
+
+/// One lease (and its fused group's members, each its own) to worker `worker_id`.
+fn leased(lease: pb::Lease, worker_id: &str) -> Leased {
+    let goal = goal(&lease.metric, &lease.mode);
+    let hparams = match (lease.hparams.map(Hyperparams::try_from), &goal) {
+        (_, Err(e)) => Err(format!("invalid lease: {e}")),
+        (Some(Ok(h)), _) => Ok(h),
+        (Some(Err(e)), _) => Err(format!("invalid hyperparameters in lease: {e}")),
+        (None, _) => Err("lease without hyperparameters".into()),
+    };
+    Leased {
+        attempt: Attempt {
+            trial_id: lease.trial_id,
+            attempt: lease.attempt,
+            worker_id: worker_id.to_owned(),
+            lost: Arc::default(),
+        },
+        hparams,
+        start_epoch: lease.start_epoch,
+        checkpoint: lease.checkpoint,
+        goal: goal.unwrap_or_default(),
+        rung_epochs: lease.rung_epochs,
+        divergence: lease.divergence_factor,
+        members: lease
+            .members
+            .into_iter()
+            .map(|m| leased(m, worker_id))
+            .collect(),
     }
 }
 

@@ -44,35 +44,35 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Largest checkpoint sent with a report: the coordinator takes messages up to 64 MiB.
-const MAX_CHECKPOINT: usize = 60 << 20;
+pub(crate) const MAX_CHECKPOINT: usize = 60 << 20;
 
 /// One finished epoch on its way from the training thread to the coordinator.
-struct Trained {
-    metrics: EpochMetrics,
+pub(crate) struct Trained {
+    pub(crate) metrics: EpochMetrics,
     /// The thread count it trained with.
-    threads: u32,
+    pub(crate) threads: u32,
     /// The checkpoint after it (empty: none).
-    checkpoint: Vec<u8>,
+    pub(crate) checkpoint: Vec<u8>,
     /// Training samples it went through (for the throughput heartbeats report).
-    samples: u64,
+    pub(crate) samples: u64,
     /// This process's GPU memory at its end.
-    gpu_memory: Option<u64>,
+    pub(crate) gpu_memory: Option<u64>,
 }
 
-struct Ctx {
-    coord: Arc<Coordinator>,
+pub(crate) struct Ctx {
+    pub(crate) coord: Arc<Coordinator>,
     /// `--noop`: every trial reports made-up metrics.
-    noop: bool,
+    pub(crate) noop: bool,
     /// Where Fashion-MNIST is looked for, and the coordinator it is fetched from when it is
     /// nowhere here (fetch.rs): loaded at the first trial that trains.
     data_args: dataset::cli::DataArgs,
     conn: Connection,
     budget: Duration,
     data: tokio::sync::OnceCell<Arc<dataset::FashionMnist>>,
-    subset: Subset,
-    device: Device,
-    threads: usize,
-    scratch: PathBuf,
+    pub(crate) subset: Subset,
+    pub(crate) device: Device,
+    pub(crate) threads: usize,
+    pub(crate) scratch: PathBuf,
 }
 
 /// Runs `worker join` until the coordinator says the sweep is done.
@@ -97,6 +97,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         threads,
         cores,
         pinned: args.threads.is_some(),
+        max_fuse: args.max_fuse,
     };
     let mut name = args.name.clone().unwrap_or_else(default_name);
     if let Some(i) = slot {
@@ -148,6 +149,8 @@ struct Cpus {
     cores: usize,
     /// `--threads` fixed them: the coordinator never changes them.
     pinned: bool,
+    /// `--max-fuse`: the most trials it trains as one fused group.
+    max_fuse: u32,
 }
 
 /// What this worker says about itself: its name, device, threads and cores, its build and
@@ -161,6 +164,7 @@ fn registration(name: String, dev: Device, cpus: Cpus) -> pb::RegisterRequest {
         threads: u32::try_from(cpus.threads).unwrap_or(u32::MAX),
         cores: u32::try_from(cpus.cores).unwrap_or(u32::MAX),
         threads_pinned: cpus.pinned,
+        max_fuse: cpus.max_fuse,
         version: build.version.into(),
         protocol: proto::PROTOCOL_VERSION,
         build_variant: build.variant.as_str().into(),
@@ -175,7 +179,7 @@ impl Ctx {
     /// Fashion-MNIST, found here or fetched from the coordinator into the cache (fetch.rs), read
     /// and verified the first time a trial trains: a worker that only runs synthetic trials
     /// loads no data.
-    async fn data(&self) -> Result<Arc<dataset::FashionMnist>> {
+    pub(crate) async fn data(&self) -> Result<Arc<dataset::FashionMnist>> {
         self.data
             .get_or_try_init(|| async {
                 let rpc = Coordinator::connect(&self.conn, self.budget).await?;
@@ -225,6 +229,9 @@ async fn heartbeat_loop(ctx: Arc<Ctx>) {
 async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
     loop {
         match ctx.coord.lease().await? {
+            Offer::Trial(leased) if !leased.members.is_empty() => {
+                crate::join_group::run_group(&ctx, slot, leased).await?
+            }
             Offer::Trial(leased) => match leased.hparams.clone() {
                 Err(reason) => refuse(&ctx.coord, &leased.attempt, &reason).await?,
                 Ok(h) if h.objective == Objective::Synthetic => {
@@ -240,7 +247,7 @@ async fn slot_loop(ctx: Arc<Ctx>, slot: usize) -> Result<()> {
 }
 
 /// A lease whose hyperparameters cannot be trained anywhere: `Fail`, not retryable.
-async fn refuse(coord: &Coordinator, attempt: &Attempt, reason: &str) -> Result<()> {
+pub(crate) async fn refuse(coord: &Coordinator, attempt: &Attempt, reason: &str) -> Result<()> {
     warn!(trial = %attempt.trial_id, attempt = attempt.attempt, %reason, "trial failed");
     if let Answer::LeaseLost(s) = coord.fail(attempt, reason, false).await? {
         lease_lost(attempt, &s);
@@ -257,7 +264,12 @@ pub(crate) fn lease_lost(attempt: &Attempt, status: &tonic::Status) {
 /// Trains one leased trial and reports it: held while it trains, each epoch forwarded as it
 /// finishes, then the call its ending calls for. Errors of the trial itself are reported to
 /// the coordinator with `Fail`; only errors talking to the coordinator come back from here.
-async fn run_trial(ctx: &Ctx, slot: usize, leased: Leased, h: Hyperparams) -> Result<()> {
+pub(crate) async fn run_trial(
+    ctx: &Ctx,
+    slot: usize,
+    leased: Leased,
+    h: Hyperparams,
+) -> Result<()> {
     let attempt = leased.attempt.clone();
     info!(slot, trial = %attempt.trial_id, attempt = attempt.attempt, label = %h.label(), "trial leased");
     let out_dir = ctx
@@ -437,7 +449,11 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
 /// Under the divergence rule, why epoch `m` ends the trial when its training loss rose above
 /// the factor times the first epoch's (`first` is set at the first epoch); the coordinator
 /// gets the same verdict from the same numbers (`search::stop::divergence`).
-fn exploded(factor: Option<f64>, first: &mut Option<f64>, m: &EpochMetrics) -> Option<String> {
+pub(crate) fn exploded(
+    factor: Option<f64>,
+    first: &mut Option<f64>,
+    m: &EpochMetrics,
+) -> Option<String> {
     let config = DivergenceConfig { factor: factor? };
     let baseline = *first;
     first.get_or_insert(m.train_loss);
@@ -539,7 +555,7 @@ async fn join_training(thread: JoinHandle<Result<()>>) -> std::thread::Result<Re
 
 /// The call that ends a trial, decided from how its training thread ended.
 #[derive(Debug, PartialEq)]
-enum Ending {
+pub(crate) enum Ending {
     /// Every epoch trained and the artifacts written: upload them, then `Finish`.
     Finish,
     /// A rule stopped the trial and the artifacts are written: upload them, then `Finish`.
@@ -562,7 +578,7 @@ enum Ending {
 /// the divergence rule, which makes a non-finite loss a stop rather than a failure). A panic
 /// is a failure like any other, reported at once (retryable: it may be this machine's), so
 /// that the trial does not wait out its lease.
-fn ending(joined: std::thread::Result<Result<()>>, divergence_rule: bool) -> Ending {
+pub(crate) fn ending(joined: std::thread::Result<Result<()>>, divergence_rule: bool) -> Ending {
     let failed = |e: Error| Ending::Fail {
         reason: e.to_string(),
         retryable: e.is_retryable(),
@@ -582,7 +598,7 @@ fn ending(joined: std::thread::Result<Result<()>>, divergence_rule: bool) -> End
 }
 
 /// A panic's message: the `&str` or `String` it was raised with.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -593,7 +609,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Makes the call `ending` calls for about `attempt`, whose artifacts are in `dir`.
-async fn conclude(
+pub(crate) async fn conclude(
     coord: &Coordinator,
     attempt: &Attempt,
     ending: Ending,

@@ -7,8 +7,9 @@
 //! and saving its state as a [`checkpoint`], keeping its [`best`] epoch's weights for the
 //! artifacts; [`fused`] trains several same-shape trials as one stacked model (issue 13);
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
-//! artifacts back, one trial at a time, through [`client`] (retries, registering again, what a
-//! failed call means) over the channel [`connect`] opens; [`slots`] runs `--slots N` as N such
+//! artifacts back, one trial (or, [`join_group`], one fused group) at a time, through
+//! [`client`] (retries, registering again, what a failed call means) over the channel
+//! [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
 //! this is (version, cpu or cuda, libtorch and CUDA versions). [`fetch`] finds Fashion-MNIST
 //! or fetches it from the coordinator into the cache; [`device`] places each slot on its
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod fused;
 pub mod gpu;
 pub mod join;
+pub mod join_group;
 pub mod masks;
 pub mod model;
 pub mod sgd;

@@ -38,9 +38,57 @@ fn suggested(sweep: &Sweep) -> String {
 }
 
 /// What `coordinator check` prints after the table: each experiment that searches, stops
-/// early or judges on something else than `val_acc` (its space, metric and rules), then the
-/// configurations an experiment shares with an earlier one.
+/// early or judges on something else than `val_acc` (its space, metric and rules), the
+/// configurations an experiment shares with an earlier one, then the trials that would
+/// train fused.
 pub fn render_plan(sweep: &Sweep) -> String {
+    let mut out = render_shared(sweep);
+    out.push_str(&render_fusion(sweep));
+    out
+}
+
+/// One line per fused group the sweep's trials would form (issue 13): trials of one
+/// experiment that allows fusion with one [`proto::Hyperparams::fuse_key`]. A worker trains up
+/// to its `--max-fuse` of them as one model; larger classes lease as several groups.
+pub fn render_fusion(sweep: &Sweep) -> String {
+    let mut groups: Vec<(&str, String, Vec<&crate::trial::TrialSpec>)> = Vec::new();
+    for t in &sweep.trials {
+        let on = sweep
+            .experiments
+            .iter()
+            .find(|e| e.name == t.experiment)
+            .is_none_or(|e| e.fuse);
+        let Some(key) = t.hparams.fuse_key().filter(|_| on) else {
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|(e, k, _)| *e == t.experiment && *k == key)
+        {
+            Some((_, _, trials)) => trials.push(t),
+            None => groups.push((&t.experiment, key, vec![t])),
+        }
+    }
+    let mut out = String::new();
+    for (experiment, _, trials) in groups.iter().filter(|(_, _, t)| t.len() > 1) {
+        let h = &trials[0].hparams;
+        let ids: Vec<&str> = trials.iter().map(|t| t.id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "fused: experiment {experiment:?}, {} h{}: {} trials train as one model on a worker \
+             with --max-fuse >= {} ({})",
+            h.arch,
+            h.hidden,
+            trials.len(),
+            trials.len(),
+            ids.join(", ")
+        );
+    }
+    out
+}
+
+/// Searched experiments, then the configurations an experiment shares with an earlier one.
+fn render_shared(sweep: &Sweep) -> String {
     let mut out = String::new();
     for e in &sweep.experiments {
         let plain = e.search == SearchKind::Grid
@@ -208,5 +256,49 @@ fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
         one
     } else {
         many
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_the_trials_that_would_fuse() {
+        let text = r#"
+name = "f"
+[[experiment]]
+name = "grid"
+model = [{ arch = "ffv2", hidden = 32 }, { arch = "ffv2", hidden = 64 }]
+lr = [0.05, 0.1, 0.2]
+[[experiment]]
+name = "off"
+fuse = false
+arch = "ffv1"
+lr = [0.05, 0.1]
+[[experiment]]
+name = "cnn"
+arch = "cnn"
+lr = [0.05, 0.1]
+"#;
+        let s = sweep::load_str(
+            std::path::Path::new("f.toml"),
+            text,
+            &sweep::Overrides::default(),
+            Vec::new(),
+        )
+        .unwrap();
+        let fusion = render_fusion(&s);
+        let lines: Vec<&str> = fusion.lines().collect();
+        assert_eq!(lines.len(), 2, "{fusion}");
+        assert!(
+            lines[0].starts_with("fused: experiment \"grid\", ffv2 h32: 3 trials"),
+            "{fusion}"
+        );
+        assert!(
+            lines[1].starts_with("fused: experiment \"grid\", ffv2 h64: 3 trials"),
+            "{fusion}"
+        );
+        assert!(render_plan(&s).contains(lines[0]));
     }
 }

@@ -8,9 +8,10 @@
 //! and stand at the same recorded epoch (a group resumes from one epoch). A trial without a
 //! class leases alone, as every trial did before.
 //!
-//! Not yet called by [`super::Scheduler::lease`]: the wire that carries a group to a worker
-//! is issue 13's next step.
+//! [`super::Scheduler::lease`] calls it for a worker that registered `max_fuse > 1`; each
+//! member gets its own lease (`scheduler/fuse/lease_tests.rs` drives that in virtual time).
 
+use super::Scheduler;
 use std::collections::VecDeque;
 
 /// What trials must share to lease as one group.
@@ -51,6 +52,25 @@ pub fn take_group(
     *queue = rest;
     group
 }
+
+impl Scheduler {
+    /// The class trial `i` fuses in, when it may: its experiment allows fusion and its shape
+    /// has a [`proto::Hyperparams::fuse_key`] (never the CNN).
+    pub(super) fn fuse_class(&self, i: usize) -> Option<FuseClass> {
+        let t = &self.trials[i];
+        if !self.experiments[t.exp].fuse {
+            return None;
+        }
+        Some(FuseClass {
+            experiment: t.exp,
+            key: t.hparams.fuse_key()?,
+            recorded: t.recorded,
+        })
+    }
+}
+
+#[cfg(test)]
+mod lease_tests;
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,8 @@ pub(super) struct ExperimentState {
     /// tpe: trials asked for, and suggested so far (stored ones included).
     pub(super) budget: u64,
     pub(super) suggested: u64,
+    /// Its same-shape trials may lease as fused groups (the sweep's `fuse`, issue 13).
+    pub(super) fuse: bool,
 }
 
 impl ExperimentState {
@@ -51,6 +53,7 @@ impl ExperimentState {
                 0
             },
             suggested: 0,
+            fuse: plan.fuse,
         }
     }
 }

@@ -150,8 +150,27 @@ impl CoordinatorService {
         }))
     }
 
-    /// A lease for the wire, with the checkpoint to resume from.
+    /// A lease for the wire, with the checkpoint to resume from, and its fused group's other
+    /// members, each with its own (issue 13).
     async fn grant(
+        &self,
+        worker: &WorkerId,
+        mut l: crate::scheduler::Lease,
+    ) -> Result<pb::Lease, Status> {
+        let members = std::mem::take(&mut l.members);
+        if !members.is_empty() {
+            info!(worker = %worker, trial = %l.trial_id, members = members.len() + 1,
+                "fused group leased");
+        }
+        let mut lease = self.grant_one(worker, l).await?;
+        for m in members {
+            lease.members.push(self.grant_one(worker, m).await?);
+        }
+        Ok(lease)
+    }
+
+    /// One trial's lease for the wire, with the checkpoint to resume from.
+    async fn grant_one(
         &self,
         worker: &WorkerId,
         l: crate::scheduler::Lease,
@@ -175,6 +194,7 @@ impl CoordinatorService {
             metric: l.goal.metric.as_str().to_owned(),
             mode: l.goal.mode.as_str().to_owned(),
             divergence_factor: l.divergence,
+            members: Vec::new(),
         })
     }
 
@@ -284,6 +304,7 @@ impl Coordinator for CoordinatorService {
             threads: r.threads,
             cores: r.cores,
             threads_pinned: r.threads_pinned,
+            max_fuse: r.max_fuse,
         };
         let id = self.state.with_scheduler(|s, now| {
             if s.workers() >= MAX_WORKERS {
@@ -298,7 +319,7 @@ impl Coordinator for CoordinatorService {
             Ok(s.register(info.clone(), now))
         })?;
         info!(worker = %id, name = %info.name, device = %info.device, slots = info.slots,
-            threads = r.threads, cores = r.cores, pinned = r.threads_pinned, version, protocol,
+            threads = r.threads, cores = r.cores, pinned = r.threads_pinned, max_fuse = r.max_fuse, version, protocol,
             build = %info.build, host = %info.host,
             device_name = %info.device_name, "worker registered");
         let c = self.state.config();
