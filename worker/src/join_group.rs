@@ -2,8 +2,8 @@
 //! train as one [`Group`] on one OS thread, each member still its own trial to the
 //! coordinator.
 //!
-//! The story is [`crate::join::run_trial`]'s, once per member: every member's attempt is held
-//! (heartbeats carry them all), each finished epoch of each member is reported with its own
+//! The story is [`crate::join_trial::run_trial`]'s, once per member: every member's attempt
+//! is held (heartbeats carry them all), each finished epoch of each member is reported with its own
 //! checkpoint, at a rung epoch training waits for that member's verdict, and at the end each
 //! member uploads its artifacts ([`Group::member_trial`]) and `Finish`es or `Fail`s. What
 //! happens to one member happens to it alone: a stop rule's verdict, a refused report or a
@@ -19,9 +19,9 @@ use crate::client::{Answer, Attempt, Coordinator, Leased};
 use crate::data::Subset;
 use crate::device;
 use crate::fused::Group;
-use crate::join::{
-    conclude, ending, exploded, lease_lost, panic_message, refuse, Ctx, Ending, Trained,
-    MAX_CHECKPOINT,
+use crate::join::{lease_lost, refuse, Ctx};
+use crate::join_trial::{
+    conclude, ending, exploded, panic_message, Ending, Trained, MAX_CHECKPOINT,
 };
 use crate::{Error, Result};
 use proto::{EpochMetrics, Hyperparams};
@@ -88,7 +88,7 @@ pub(crate) async fn run_group(ctx: &Ctx, slot: usize, leased: Leased) -> Result<
             if ctx.noop {
                 crate::synthetic::run_noop(&ctx.coord, m, &h, ctx.threads as u32).await?;
             } else {
-                crate::join::run_trial(ctx, slot, m, h).await?;
+                crate::join_trial::run_trial(ctx, slot, m, h).await?;
             }
         }
         return Ok(());

@@ -28,6 +28,7 @@ pub mod fused;
 pub mod gpu;
 pub mod join;
 pub mod join_group;
+pub mod join_trial;
 pub mod masks;
 pub mod model;
 pub mod sgd;
