@@ -16,6 +16,7 @@ use search::stop::divergence::{self, DivergenceConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tch::Device;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -50,7 +51,6 @@ pub(crate) async fn run_trial(
     let out_dir = ctx
         .scratch
         .join(format!("{}-{}", attempt.trial_id, attempt.attempt));
-    let rungs = leased.rung_epochs.clone();
     let divergence = leased.divergence;
     let (verdict_tx, verdicts) = std::sync::mpsc::channel();
     let (forwarded, joined) = {
@@ -83,12 +83,12 @@ pub(crate) async fn run_trial(
             attempt: attempt.clone(),
             out_dir: out_dir.clone(),
             goal: leased.goal,
-            rungs: rungs.clone(),
+            rungs: leased.rung_epochs.clone(),
             divergence,
             verdicts,
         };
         let (epochs, training) = start_training(job, slot)?;
-        let forwarded = forward_epochs(&ctx.coord, &attempt, epochs, &rungs, verdict_tx).await;
+        let forwarded = forward_epochs(&ctx.coord, &attempt, epochs, verdict_tx).await;
         (forwarded, join_training(training).await)
     };
     let result = match forwarded {
@@ -128,15 +128,51 @@ struct Job {
     rungs: Vec<u32>,
     /// The divergence rule's factor, if the experiment has the rule.
     divergence: Option<f64>,
-    /// The verdicts on reports of rung epochs, from the task that reports.
+    /// The answers to the reports, from the task that reports.
     verdicts: std::sync::mpsc::Receiver<Verdict>,
 }
 
-/// The answer to the report of a rung epoch.
+/// The answer to the report of epoch `epoch`: go on, or stop (a rule's verdict).
 #[derive(Debug)]
-enum Verdict {
-    Continue,
-    Stop(String),
+struct Verdict {
+    epoch: u32,
+    stop: Option<String>,
+}
+
+/// How long training waits, between two epochs, for the answer to the last epoch's report
+/// when no rule needs it: the answer carries the coordinator's thread plan
+/// (`scheduler/threads.rs`), and without the wait a report's answer, which comes a few
+/// milliseconds after the next epoch started, would move the plan one epoch late (a CNN
+/// epoch of lab4 is 7 s). At most 1% of the epoch just trained, and 100 ms: a slow link
+/// never costs more than that, and an answer that comes later applies an epoch later.
+fn plan_wait(epoch_seconds: f64) -> Duration {
+    Duration::from_secs_f64((epoch_seconds * 0.01).clamp(0.0, 0.1))
+}
+
+/// Waits for the answer to epoch `epoch`'s report (older answers are skipped): without a
+/// limit when a rule's verdict is due, else up to `limit`. `Ok(None)`: not yet answered;
+/// the stop reason of a `Stop`; `Err` when nobody reports any more.
+fn answer_to(
+    verdicts: &std::sync::mpsc::Receiver<Verdict>,
+    epoch: u32,
+    limit: Option<Duration>,
+) -> Result<Option<Verdict>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let deadline = limit.map(|l| Instant::now() + l);
+    loop {
+        let next = match deadline {
+            None => verdicts.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => verdicts.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match next {
+            Ok(v) if v.epoch < epoch => continue,
+            Ok(v) => return Ok(Some(v)),
+            Err(RecvTimeoutError::Timeout) => return Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::Abandoned("reporting stopped".into()))
+            }
+        }
+    }
 }
 
 /// Starts training `job` on an OS thread of its own: each finished epoch comes out of the
@@ -185,12 +221,10 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
         if let Some(why) = exploded(job.divergence, &mut first_train_loss, m) {
             return Err(Error::Stopped(why));
         }
-        if job.rungs.contains(&m.epoch) {
-            match job.verdicts.recv() {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Stop(why)) => return Err(Error::Stopped(why)),
-                Err(_) => return Err(Error::Abandoned("reporting stopped".into())),
-            }
+        // A rung's verdict is awaited; elsewhere the answer only briefly, for its plan.
+        let limit = (!job.rungs.contains(&m.epoch)).then(|| plan_wait(m.seconds));
+        if let Some(Verdict { stop: Some(why), .. }) = answer_to(&job.verdicts, m.epoch, limit)? {
+            return Err(Error::Stopped(why));
         }
         // Between epochs: the next one trains on the count the plan asks for, unless lent
         // threads did not pay (device::ThreadSwitch).
@@ -267,13 +301,13 @@ enum Forwarded {
 }
 
 /// Reports each epoch as training hands it over, until training ends or a report is
-/// refused; the answer to a rung epoch's report goes back to training through `verdicts`.
+/// refused; every answer goes back to training through `verdicts` (training waits for a rung
+/// epoch's, and briefly for the others', whose thread plan then applies at once).
 /// Dropping `epochs` on return stops training at its next epoch.
 async fn forward_epochs(
     coord: &Coordinator,
     attempt: &Attempt,
     mut epochs: mpsc::Receiver<Trained>,
-    rungs: &[u32],
     verdicts: std::sync::mpsc::Sender<Verdict>,
 ) -> Result<Forwarded> {
     while let Some(Trained {
@@ -298,15 +332,19 @@ async fn forward_epochs(
         {
             Ok(Answer::Ok) => {
                 info!(trial = %attempt.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc, seconds = m.seconds, threads, gpu_memory, "epoch finished");
-                if rungs.contains(&m.epoch) {
-                    let _ = verdicts.send(Verdict::Continue);
-                }
+                let _ = verdicts.send(Verdict {
+                    epoch: m.epoch,
+                    stop: None,
+                });
                 continue;
             }
             Ok(Answer::Stop(why)) => {
                 info!(trial = %attempt.trial_id, epoch = m.epoch, reason = %why, "trial stopped by a rule");
                 // Training waits at a rung for this; elsewhere (divergence) it stopped itself.
-                let _ = verdicts.send(Verdict::Stop(why));
+                let _ = verdicts.send(Verdict {
+                    epoch: m.epoch,
+                    stop: Some(why),
+                });
                 continue;
             }
             Ok(Answer::LeaseLost(s)) => s,
@@ -451,6 +489,46 @@ async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn training_waits_for_the_answer_of_its_epoch_briefly_or_for_a_verdict() {
+        assert_eq!(
+            plan_wait(7.0),
+            Duration::from_millis(70),
+            "1% of a CNN epoch"
+        );
+        assert_eq!(
+            plan_wait(60.0),
+            Duration::from_millis(100),
+            "at most 100 ms"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer = |epoch, stop: Option<&str>| Verdict {
+            epoch,
+            stop: stop.map(str::to_owned),
+        };
+        // Not answered yet: the wait ends at its limit, training goes on.
+        let started = Instant::now();
+        let limit = Some(Duration::from_millis(20));
+        assert!(answer_to(&rx, 1, limit).unwrap().is_none());
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        // The late answer of epoch 1 is skipped at epoch 2; epoch 2's stop is returned.
+        tx.send(answer(1, None)).unwrap();
+        tx.send(answer(2, Some("asha"))).unwrap();
+        let v = answer_to(&rx, 2, limit).unwrap().unwrap();
+        assert_eq!((v.epoch, v.stop.as_deref()), (2, Some("asha")));
+        // A rung waits without a limit, for an answer sent later.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            tx.send(answer(3, None)).unwrap();
+            tx
+        });
+        let v = answer_to(&rx, 3, None).unwrap().unwrap();
+        assert_eq!((v.epoch, v.stop), (3, None));
+        // Once nobody reports, training is abandoned.
+        drop(sender.join().unwrap());
+        assert!(matches!(answer_to(&rx, 4, limit), Err(Error::Abandoned(_))));
+    }
 
     #[test]
     fn the_worker_stops_itself_when_the_training_loss_rises_past_the_factor() {
