@@ -45,6 +45,10 @@ struct Args {
     /// thread counts).
     #[arg(long, default_value = "both")]
     mode: String,
+    /// Also time the fused epoch's matrix products alone (see [`floor_seconds`]) and print
+    /// them as a `floor` line after the rounds.
+    #[arg(long)]
+    floor: bool,
 }
 
 fn lrs(args: &Args) -> anyhow::Result<Vec<f64>> {
@@ -116,7 +120,87 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if args.floor {
+        let n_train = data.train.len() as i64;
+        let n_train = args.train_limit.map_or(n_train, |l| (l as i64).min(n_train));
+        // The validation split comes out of the training images, the test set is whole.
+        let validation = (n_train as f64 * trials[0].validation).round() as i64;
+        let n_eval = validation + data.test.len() as i64;
+        let seconds = floor_seconds(&trials[0], args.k as i64, n_train - validation, n_eval);
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": "floor",
+                "k": trials.len(),
+                "threads": args.threads,
+                "epochs": args.epochs,
+                "seconds_per_epoch": seconds,
+            })
+        );
+    }
     Ok(())
+}
+
+/// Seconds one epoch of a fused group of `k` members of `h`'s shape spends in its matrix
+/// products alone: every training step's forward and backward products (the shared first
+/// layer as one `addmm` and its weight gradient as one `mm`, the other layers as `bmm`s, as
+/// `worker::fused::stack` runs them) and the evaluation passes' forward products, on
+/// `n_train` and `n_eval` images, run back to back on random data with the same threads.
+/// No fused trainer can beat it on this machine with libtorch's kernels: K × a solo epoch's
+/// time over this is the most fusion could gain, whatever else it saved.
+fn floor_seconds(h: &Hyperparams, k: i64, n_train: i64, n_eval: i64) -> f64 {
+    use tch::{Kind, Tensor};
+    let hidden = i64::from(h.hidden);
+    let f = (Kind::Float, Device::Cpu);
+    // The layers' widths: 784 → h (→ h) → 10.
+    let mut dims = vec![784, hidden];
+    if worker::fused::stack::layer_names(h.arch).len() == 3 {
+        dims.push(hidden);
+    }
+    dims.push(10);
+    let bs = i64::from(h.batch_size);
+    let first_w = Tensor::randn([k * hidden, 784], f);
+    let first_b = Tensor::randn([k * hidden], f);
+    let rest: Vec<Tensor> = dims[1..]
+        .windows(2)
+        .map(|w| Tensor::randn([k, w[0], w[1]], f))
+        .collect();
+    // Inputs and gradients drawn once: only the products are timed.
+    let inputs = |n: i64| {
+        let grads: Vec<Tensor> = dims[1..]
+            .windows(2)
+            .map(|w| Tensor::randn([k, n, w[1]], f))
+            .collect();
+        (Tensor::randn([n, 784], f), Tensor::randn([k * hidden, n], f), grads)
+    };
+    let products = |(x, first_grad, grads): &(Tensor, Tensor, Vec<Tensor>), train: bool| {
+        let n = x.size()[0];
+        let first = first_b.addmm(x, &first_w.tr());
+        if train {
+            let _ = first_grad.mm(x);
+        }
+        let mut act = first.view([n, k, hidden]).transpose(0, 1).contiguous();
+        for (w, g) in rest.iter().zip(grads) {
+            let out = act.bmm(w);
+            if train {
+                let _ = g.bmm(&w.transpose(1, 2));
+                let _ = act.transpose(1, 2).bmm(g);
+            }
+            act = out;
+        }
+    };
+    let (train, eval) = (inputs(i64::from(h.batch_size)), inputs(1000));
+    let steps = n_train / bs;
+    let evals = n_eval / 1000;
+    products(&train, true); // warm-up
+    let started = Instant::now();
+    for _ in 0..steps {
+        products(&train, true);
+    }
+    for _ in 0..evals {
+        products(&eval, false);
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// Trains every trial solo, one after another; each one's epoch-1 metrics.
