@@ -8,7 +8,7 @@
 //! artifacts; [`fused`] trains several same-shape trials as one stacked model (issue 13);
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
 //! artifacts back, one trial ([`join_trial`]) or one fused group ([`join_group`]) at a time,
-//! a solo trial following the coordinator's thread plan [`between_epochs`], through
+//! each following the coordinator's thread plan [`between_epochs`], through
 //! [`client`] (retries, registering again, what a failed call means) over the channel
 //! [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
