@@ -168,6 +168,11 @@ impl ThreadSwitch {
         }
     }
 
+    /// The registered count.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
     /// Call between epochs with the epoch just trained (its thread count and seconds);
     /// says what changed for the next one.
     pub fn between_epochs(&mut self, trained_on: u32, seconds: f64) -> Option<Switch> {

@@ -5,20 +5,23 @@
 //! The story is [`crate::join_trial::run_trial`]'s, once per member: every member's attempt
 //! is held (heartbeats carry them all), each finished epoch of each member is reported with its own
 //! checkpoint, at a rung epoch training waits for that member's verdict, and at the end each
-//! member uploads its artifacts ([`Group::member_trial`]) and `Finish`es or `Fail`s. What
+//! member uploads its artifacts ([`Group::member_trial`]) and `Finish`es or `Fail`s. Between
+//! two epochs the group follows the coordinator's thread plan as a solo trial does
+//! ([`crate::between_epochs`]): it waits briefly for the answer to the epoch's last report,
+//! then trains the next epoch, every member at once, on the count the plan asks for. What
 //! happens to one member happens to it alone: a stop rule's verdict, a refused report or a
 //! lost lease drops it from the group (the others go on), a non-finite loss ends it. Only an
 //! error of the whole group (libtorch's) fails every member.
 //!
 //! A group resumes when every member's lease comes with a checkpoint of one epoch; otherwise
 //! (members at different epochs, an unusable checkpoint) the whole group trains from epoch 1
-//! and the epochs already recorded are answered `duplicate`. The group trains on the
-//! registered thread count: the coordinator's thread plan is not applied between its epochs.
+//! and the epochs already recorded are answered `duplicate`.
 
+use crate::between_epochs::{answer_to, plan_wait, switch_threads, Verdict};
 use crate::client::{Answer, Attempt, Coordinator, Leased};
 use crate::data::Subset;
-use crate::device;
-use crate::fused::Group;
+use crate::device::{self, PlannedThreads, ThreadSwitch};
+use crate::fused::{Group, GroupSink};
 use crate::join::{lease_lost, refuse, Ctx};
 use crate::join_trial::{
     conclude, ending, exploded, panic_message, Ending, Trained, MAX_CHECKPOINT,
@@ -46,27 +49,19 @@ struct MemberJob {
     out_dir: PathBuf,
     /// Raised when a report of this member was refused: training drops it.
     refused: Arc<AtomicBool>,
-    /// The verdicts on this member's rung reports.
+    /// The answers to this member's reports; closed once a report was refused (the member is
+    /// someone else's now) or reporting failed.
     verdicts: std_mpsc::Receiver<Verdict>,
-}
-
-/// The answer to the report of a member's rung epoch.
-#[derive(Debug)]
-enum Verdict {
-    Continue,
-    Stop(String),
-    /// The report was refused: the member is someone else's now.
-    Dropped,
 }
 
 /// What the reporting side keeps of each member.
 struct MemberLink {
     attempt: Attempt,
-    rungs: Vec<u32>,
     out_dir: PathBuf,
     divergence: bool,
     refused: Arc<AtomicBool>,
-    verdicts: std_mpsc::Sender<Verdict>,
+    /// `None` once the member is dropped: a rung wait then ends at once.
+    verdicts: Option<std_mpsc::Sender<Verdict>>,
 }
 
 /// Trains a leased group and reports each member. Members whose hyperparameters cannot be
@@ -114,21 +109,22 @@ pub(crate) async fn run_group(ctx: &Ctx, slot: usize, leased: Leased) -> Result<
             return Err(e);
         }
     };
-    let (jobs, links) = split(ctx, members);
+    let (jobs, mut links) = split(ctx, members);
     let job = GroupJob {
         data,
         subset: ctx.subset,
         device: ctx.device,
         threads: ctx.threads,
+        planned: ctx.coord.planned_threads().clone(),
         members: jobs,
     };
     let (epochs, training) = start(job, slot)?;
-    let forwarded = forward(&ctx.coord, epochs, &links).await;
+    let forwarded = forward(&ctx.coord, epochs, &mut links).await;
     if forwarded.is_err() {
         // Talking to the coordinator failed: training stops at its next report or rung.
-        for l in &links {
+        for l in &mut links {
             l.refused.store(true, Ordering::SeqCst);
-            let _ = l.verdicts.send(Verdict::Dropped);
+            l.verdicts = None;
         }
     }
     let joined = tokio::task::spawn_blocking(move || training.join())
@@ -156,11 +152,10 @@ fn split(ctx: &Ctx, members: Vec<(Leased, Hyperparams)>) -> (Vec<MemberJob>, Vec
         let (tx, rx) = std_mpsc::channel();
         links.push(MemberLink {
             attempt: m.attempt.clone(),
-            rungs: m.rung_epochs.clone(),
             out_dir: out_dir.clone(),
             divergence: m.divergence.is_some(),
             refused: refused.clone(),
-            verdicts: tx,
+            verdicts: Some(tx),
         });
         jobs.push(MemberJob {
             h,
@@ -183,7 +178,10 @@ struct GroupJob {
     data: Arc<dataset::FashionMnist>,
     subset: Subset,
     device: Device,
+    /// Threads the group starts with ...
     threads: usize,
+    /// ... and what the coordinator's plan asks for, applied between epochs.
+    planned: PlannedThreads,
     members: Vec<MemberJob>,
 }
 
@@ -214,15 +212,53 @@ fn train(job: GroupJob, epochs: mpsc::Sender<(usize, Trained)>) -> Result<Outcom
     device::set_threads(job.threads);
     let mut group = build(&job)?;
     group.checkpoint_every_epoch = true;
-    let samples = u64::try_from(group.splits.train.len()).unwrap_or(0);
-    let mut first_loss: Vec<Option<f64>> = group
-        .members
-        .iter()
-        .map(|m| m.history.first().map(|e| e.train_loss))
-        .collect();
-    let members = &job.members;
-    let outcomes = group.run(&mut |i: usize, e: &crate::train::Epoch<'_>| {
-        let m = &members[i];
+    let mut sink = Sink {
+        job: &job,
+        epochs,
+        samples: u64::try_from(group.splits.train.len()).unwrap_or(0),
+        first_loss: group
+            .members
+            .iter()
+            .map(|m| m.history.first().map(|e| e.train_loss))
+            .collect(),
+        unanswered: None,
+        switch: ThreadSwitch::new(job.planned.clone(), job.threads),
+        trials: group
+            .members
+            .iter()
+            .map(|m| m.trial_id.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let outcomes = group.run(&mut sink)?;
+    drop(sink);
+    Ok(outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| artifacts(&group, &job, i, outcome))
+        .collect())
+}
+
+/// The training thread's side of the reports: each member's epochs go to the reporting task,
+/// a rung waits for that member's verdict, and between two epochs the group waits briefly for
+/// the epoch's answers, then switches threads as planned (as a solo trial does).
+struct Sink<'a> {
+    job: &'a GroupJob,
+    epochs: mpsc::Sender<(usize, Trained)>,
+    /// Training samples per epoch (for the throughput heartbeats report).
+    samples: u64,
+    /// Each member's first training loss (the divergence rule's baseline).
+    first_loss: Vec<Option<f64>>,
+    /// The member whose report was handed over last and whose answer was not awaited yet.
+    unanswered: Option<usize>,
+    switch: ThreadSwitch,
+    /// The members' trial ids, for the logs.
+    trials: String,
+}
+
+impl GroupSink for Sink<'_> {
+    fn epoch(&mut self, i: usize, e: &crate::train::Epoch<'_>) -> Result<()> {
+        let m = &self.job.members[i];
         if m.attempt.is_lost() || m.refused.load(Ordering::SeqCst) {
             return Err(Error::Abandoned(
                 "the coordinator re-leased this trial".into(),
@@ -232,32 +268,41 @@ fn train(job: GroupJob, epochs: mpsc::Sender<(usize, Trained)>) -> Result<Outcom
             metrics: e.metrics,
             threads: e.threads,
             checkpoint: e.checkpoint.map(<[u8]>::to_vec).unwrap_or_default(),
-            samples,
-            gpu_memory: crate::gpu::process_memory(job.device),
+            samples: self.samples,
+            gpu_memory: crate::gpu::process_memory(self.job.device),
         };
-        epochs
+        self.epochs
             .blocking_send((i, trained))
             .map_err(|_| Error::Abandoned("reporting stopped".into()))?;
-        if let Some(why) = exploded(m.divergence, &mut first_loss[i], &e.metrics) {
+        self.unanswered = Some(i);
+        if let Some(why) = exploded(m.divergence, &mut self.first_loss[i], &e.metrics) {
             return Err(Error::Stopped(why));
         }
         if m.rungs.contains(&e.metrics.epoch) {
-            match m.verdicts.recv() {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Stop(why)) => return Err(Error::Stopped(why)),
-                Ok(Verdict::Dropped) | Err(_) => {
-                    return Err(Error::Abandoned("reporting stopped".into()))
-                }
+            self.unanswered = None;
+            let answer = answer_to(&m.verdicts, e.metrics.epoch, None)?;
+            if let Some(why) = answer.and_then(|v| v.stop) {
+                return Err(Error::Stopped(why));
             }
         }
         Ok(())
-    })?;
-    drop(epochs);
-    Ok(outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(i, outcome)| artifacts(&group, &job, i, outcome))
-        .collect())
+    }
+
+    fn between_epochs(&mut self, epoch: u32, seconds: f64, threads: u32) -> Result<()> {
+        // Reports are answered in the order they were handed over, so the last one's answer
+        // comes after all of this epoch's and carries the newest plan. Whatever it says of
+        // its member is said again at the member's next report (a rule's stop is kept), so
+        // a rung still waits for it; a member dropped meanwhile has no answer to wait for.
+        if let Some(i) = self.unanswered.take() {
+            let _ = answer_to(
+                &self.job.members[i].verdicts,
+                epoch,
+                Some(plan_wait(seconds)),
+            );
+        }
+        switch_threads(&mut self.switch, &self.trials, epoch + 1, threads, seconds);
+        Ok(())
+    }
 }
 
 /// Member `i`'s artifacts, written when its outcome lets it finish.
@@ -313,15 +358,16 @@ fn build(job: &GroupJob) -> Result<Group> {
     Ok(group)
 }
 
-/// Reports each member's epochs as training hands them over; a refused report drops that
-/// member (its flag is raised, a rung wait is answered), the others go on.
+/// Reports each member's epochs as training hands them over, every answer going back to
+/// training; a refused report drops that member (its flag is raised, its answers end, which
+/// ends a rung wait), the others go on.
 async fn forward(
     coord: &Coordinator,
     mut epochs: mpsc::Receiver<(usize, Trained)>,
-    links: &[MemberLink],
+    links: &mut [MemberLink],
 ) -> Result<()> {
     while let Some((i, t)) = epochs.recv().await {
-        let link = &links[i];
+        let link = &mut links[i];
         let a = &link.attempt;
         let m: EpochMetrics = t.metrics;
         coord.epoch_trained(t.samples, m.seconds, t.gpu_memory);
@@ -331,30 +377,33 @@ async fn forward(
                 "checkpoint too large for the coordinator, epoch reported without it");
             checkpoint = Vec::new();
         }
-        let rung = link.rungs.contains(&m.epoch);
-        let verdict = match coord
+        let stop = match coord
             .report(a, &m, t.threads, checkpoint, t.gpu_memory)
             .await
         {
             Ok(Answer::Ok) => {
                 info!(trial = %a.trial_id, epoch = m.epoch, val_acc = m.val_acc, test_acc = m.test_acc,
                     seconds = m.seconds, threads = t.threads, fused = true, "epoch finished");
-                Verdict::Continue
+                None
             }
             Ok(Answer::Stop(why)) => {
                 info!(trial = %a.trial_id, epoch = m.epoch, reason = %why, "trial stopped by a rule; the group goes on without it");
-                Verdict::Stop(why)
+                Some(why)
             }
             Ok(Answer::LeaseLost(s)) | Err(Error::Rpc(s)) => {
                 warn!(trial = %a.trial_id, attempt = a.attempt, status = %s.message(),
                     "report rejected, dropping the member from the group");
                 link.refused.store(true, Ordering::SeqCst);
-                Verdict::Dropped
+                link.verdicts = None;
+                continue;
             }
             Err(e) => return Err(e),
         };
-        if rung || matches!(verdict, Verdict::Stop(_) | Verdict::Dropped) {
-            let _ = link.verdicts.send(verdict);
+        if let Some(verdicts) = &link.verdicts {
+            let _ = verdicts.send(Verdict {
+                epoch: m.epoch,
+                stop,
+            });
         }
     }
     Ok(())

@@ -4,9 +4,10 @@
 //! (a panic is a failure at once), then the artifacts and `Finish` or `Fail`. The lease loop
 //! that hands trials here is [`crate::join`].
 
+use crate::between_epochs::{answer_to, plan_wait, switch_threads, Verdict};
 use crate::client::{Answer, Attempt, Coordinator, Leased};
 use crate::data::Subset;
-use crate::device::{self, Switch};
+use crate::device;
 use crate::join::{lease_lost, Ctx};
 use crate::train::Trial;
 use crate::{Error, Result};
@@ -16,7 +17,6 @@ use search::stop::divergence::{self, DivergenceConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 use tch::Device;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -132,49 +132,6 @@ struct Job {
     verdicts: std::sync::mpsc::Receiver<Verdict>,
 }
 
-/// The answer to the report of epoch `epoch`: go on, or stop (a rule's verdict).
-#[derive(Debug)]
-struct Verdict {
-    epoch: u32,
-    stop: Option<String>,
-}
-
-/// How long training waits, between two epochs, for the answer to the last epoch's report
-/// when no rule needs it: the answer carries the coordinator's thread plan
-/// (`scheduler/threads.rs`), and without the wait a report's answer, which comes a few
-/// milliseconds after the next epoch started, would move the plan one epoch late (a CNN
-/// epoch of lab4 is 7 s). At most 1% of the epoch just trained, and 100 ms: a slow link
-/// never costs more than that, and an answer that comes later applies an epoch later.
-fn plan_wait(epoch_seconds: f64) -> Duration {
-    Duration::from_secs_f64((epoch_seconds * 0.01).clamp(0.0, 0.1))
-}
-
-/// Waits for the answer to epoch `epoch`'s report (older answers are skipped): without a
-/// limit when a rule's verdict is due, else up to `limit`. `Ok(None)`: not yet answered;
-/// the stop reason of a `Stop`; `Err` when nobody reports any more.
-fn answer_to(
-    verdicts: &std::sync::mpsc::Receiver<Verdict>,
-    epoch: u32,
-    limit: Option<Duration>,
-) -> Result<Option<Verdict>> {
-    use std::sync::mpsc::RecvTimeoutError;
-    let deadline = limit.map(|l| Instant::now() + l);
-    loop {
-        let next = match deadline {
-            None => verdicts.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(d) => verdicts.recv_timeout(d.saturating_duration_since(Instant::now())),
-        };
-        match next {
-            Ok(v) if v.epoch < epoch => continue,
-            Ok(v) => return Ok(Some(v)),
-            Err(RecvTimeoutError::Timeout) => return Ok(None),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(Error::Abandoned("reporting stopped".into()))
-            }
-        }
-    }
-}
-
 /// Starts training `job` on an OS thread of its own: each finished epoch comes out of the
 /// returned channel (bounded: training waits while reports lag behind).
 fn start_training(
@@ -223,23 +180,12 @@ fn train(job: Job, epochs: mpsc::Sender<Trained>) -> Result<()> {
         }
         // A rung's verdict is awaited; elsewhere the answer only briefly, for its plan.
         let limit = (!job.rungs.contains(&m.epoch)).then(|| plan_wait(m.seconds));
-        if let Some(Verdict { stop: Some(why), .. }) = answer_to(&job.verdicts, m.epoch, limit)? {
+        let answer = answer_to(&job.verdicts, m.epoch, limit)?;
+        if let Some(why) = answer.and_then(|v| v.stop) {
             return Err(Error::Stopped(why));
         }
-        // Between epochs: the next one trains on the count the plan asks for, unless lent
-        // threads did not pay (device::ThreadSwitch).
-        let (trial_id, next_epoch) = (job.h.trial_id(), m.epoch + 1);
-        match switch.between_epochs(e.threads, m.seconds) {
-            Some(Switch::Planned(threads)) => {
-                info!(trial = %trial_id, next_epoch, threads, "threads planned by the coordinator");
-            }
-            Some(Switch::Declined { lent, base }) => {
-                device::set_threads(job.threads);
-                warn!(trial = %trial_id, next_epoch, threads = job.threads, lent_seconds = lent, base_seconds = base,
-                    "lent threads were slower (the cores are busy with other work): back to the registered count for this trial");
-            }
-            None => {}
-        }
+        let trial_id = job.h.trial_id().to_string();
+        switch_threads(&mut switch, &trial_id, m.epoch + 1, e.threads, m.seconds);
         Ok(())
     });
     drop(epochs);
@@ -489,46 +435,6 @@ async fn upload_and_finish(coord: &Coordinator, attempt: &Attempt, dir: &Path) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn training_waits_for_the_answer_of_its_epoch_briefly_or_for_a_verdict() {
-        assert_eq!(
-            plan_wait(7.0),
-            Duration::from_millis(70),
-            "1% of a CNN epoch"
-        );
-        assert_eq!(
-            plan_wait(60.0),
-            Duration::from_millis(100),
-            "at most 100 ms"
-        );
-        let (tx, rx) = std::sync::mpsc::channel();
-        let answer = |epoch, stop: Option<&str>| Verdict {
-            epoch,
-            stop: stop.map(str::to_owned),
-        };
-        // Not answered yet: the wait ends at its limit, training goes on.
-        let started = Instant::now();
-        let limit = Some(Duration::from_millis(20));
-        assert!(answer_to(&rx, 1, limit).unwrap().is_none());
-        assert!(started.elapsed() >= Duration::from_millis(20));
-        // The late answer of epoch 1 is skipped at epoch 2; epoch 2's stop is returned.
-        tx.send(answer(1, None)).unwrap();
-        tx.send(answer(2, Some("asha"))).unwrap();
-        let v = answer_to(&rx, 2, limit).unwrap().unwrap();
-        assert_eq!((v.epoch, v.stop.as_deref()), (2, Some("asha")));
-        // A rung waits without a limit, for an answer sent later.
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            tx.send(answer(3, None)).unwrap();
-            tx
-        });
-        let v = answer_to(&rx, 3, None).unwrap().unwrap();
-        assert_eq!((v.epoch, v.stop), (3, None));
-        // Once nobody reports, training is abandoned.
-        drop(sender.join().unwrap());
-        assert!(matches!(answer_to(&rx, 4, limit), Err(Error::Abandoned(_))));
-    }
 
     #[test]
     fn the_worker_stops_itself_when_the_training_loss_rises_past_the_factor() {

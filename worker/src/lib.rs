@@ -7,7 +7,8 @@
 //! and saving its state as a [`checkpoint`], keeping its [`best`] epoch's weights for the
 //! artifacts; [`fused`] trains several same-shape trials as one stacked model (issue 13);
 //! [`join`] is the loop that leases trials from a coordinator and streams their epochs and
-//! artifacts back, one trial (or, [`join_group`], one fused group) at a time, through
+//! artifacts back, one trial ([`join_trial`]) or one fused group ([`join_group`]) at a time,
+//! each following the coordinator's thread plan [`between_epochs`], through
 //! [`client`] (retries, registering again, what a failed call means) over the channel
 //! [`connect`] opens; [`slots`] runs `--slots N` as N such
 //! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
@@ -16,6 +17,7 @@
 //! device, and [`gpu`] names the device and reads its memory (NVML).
 
 pub mod best;
+pub mod between_epochs;
 pub mod build_info;
 pub mod checkpoint;
 pub mod cli;

@@ -19,6 +19,9 @@
 //! - A worker is planned when it said its host and cores, trains on the CPU with one slot,
 //!   and neither it (`worker join --threads`) nor the coordinator (`--pin-threads`) pinned its
 //!   threads. A busy worker that is not planned keeps its threads, which count as used.
+//! - A worker training a fused group holds a lease per member but is one busy worker on its
+//!   registered threads; the group's work left is its members' together, and the worker
+//!   switches every member at once (`worker/src/join_group.rs`).
 //!
 //! A trial always starts on its worker's registered count (the worker resets at each lease):
 //! a worker lent cores for one trial never carries them into the next.
@@ -34,8 +37,8 @@ pub struct Member {
     pub planned: bool,
     /// The threads it registered with.
     pub threads: u32,
-    /// Work its trial has left (remaining epochs × the trial's relative cost per epoch):
-    /// who gets the odd cores.
+    /// Work its trial (or fused group: every member's) has left (remaining epochs × the
+    /// trial's relative cost per epoch): who gets the odd cores.
     pub work_left: f64,
 }
 

@@ -40,6 +40,15 @@ pub trait GroupSink {
     /// Member `member` (its index in the group as built) finished an epoch. An error drops
     /// that member (a lost lease, a stop rule's verdict): the others go on.
     fn epoch(&mut self, member: usize, epoch: &Epoch<'_>) -> Result<()>;
+
+    /// Every training member's epoch `epoch` was handed to [`GroupSink::epoch`]: the group
+    /// trained it on `threads` threads in `seconds`. What libtorch's thread count is on
+    /// return is what the next epoch trains on (and records in its rows): the place to apply
+    /// the coordinator's thread plan. An error fails the whole group.
+    fn between_epochs(&mut self, epoch: u32, seconds: f64, threads: u32) -> Result<()> {
+        let _ = (epoch, seconds, threads);
+        Ok(())
+    }
 }
 
 impl<F: FnMut(usize, &Epoch<'_>) -> Result<()>> GroupSink for F {
@@ -219,7 +228,8 @@ impl Group {
     }
 
     /// Trains the remaining epochs of every member, handing each member's metrics (and
-    /// checkpoint) to `sink` after every epoch. Returns each member's outcome, in member
+    /// checkpoint) to `sink` after every epoch, then calling [`GroupSink::between_epochs`]
+    /// once (while a member still trains): every epoch trains on one thread count. Returns each member's outcome, in member
     /// order: `Ok` when it trained to its last epoch, else why it stopped (it diverged, or the
     /// sink dropped it). An error of the whole group (libtorch's) is the outer `Err`.
     pub fn run(&mut self, sink: &mut dyn GroupSink) -> Result<Vec<Result<()>>> {
@@ -276,6 +286,9 @@ impl Group {
             }
             if !dropped.is_empty() {
                 self.drop_members(&dropped);
+            }
+            if !self.stack.is_empty() {
+                sink.between_epochs(epoch, seconds, threads)?;
             }
         }
         Ok(outcomes)

@@ -238,3 +238,49 @@ fn a_dropped_member_leaves_the_others_training() {
     assert_eq!(names[0], "capas.1.bias");
     assert_eq!(names.len(), 6);
 }
+
+/// What a sink saw, in order: `(Some(member), epoch, threads)` for a member's epoch,
+/// `(None, epoch, threads)` for the call between two epochs.
+#[derive(Default)]
+struct Calls(Vec<(Option<usize>, u32, u32)>);
+
+impl worker::fused::GroupSink for Calls {
+    fn epoch(&mut self, member: usize, e: &Epoch<'_>) -> worker::Result<()> {
+        self.0.push((Some(member), e.metrics.epoch, e.threads));
+        Ok(())
+    }
+
+    fn between_epochs(&mut self, epoch: u32, _seconds: f64, threads: u32) -> worker::Result<()> {
+        self.0.push((None, epoch, threads));
+        // What the coordinator's plan does when a core falls idle after epoch 1.
+        if epoch == 1 {
+            worker::device::set_threads(2);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_thread_count_changed_between_epochs_trains_and_is_recorded_from_the_next_epoch() {
+    let hparams = members();
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    worker::device::set_threads(1);
+    let d = data();
+    let mut group = Group::new(&hparams, &d, SUBSET, Device::Cpu).unwrap();
+    let mut calls = Calls::default();
+    let outcomes = group.run(&mut calls).unwrap();
+    worker::device::set_threads(1);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    // Once per epoch, after every member's epoch, with the count that epoch trained on; the
+    // count set between epochs 1 and 2 is every member's from epoch 2 on.
+    let epoch = |e: u32, t: u32| {
+        [
+            (Some(0), e, t),
+            (Some(1), e, t),
+            (Some(2), e, t),
+            (None, e, t),
+        ]
+    };
+    let expected: Vec<_> = [epoch(1, 1), epoch(2, 2), epoch(3, 2)].concat();
+    assert_eq!(calls.0, expected);
+}

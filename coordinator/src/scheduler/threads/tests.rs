@@ -20,9 +20,26 @@ fn hp(arch: Arch, hidden: u32, epochs: u32, seed: u64) -> Hyperparams {
 
 /// A CNN of 10 epochs (leased first: longest first) and `short` one-epoch MLPs.
 fn sched(short: u64, pin_threads: bool) -> (Scheduler, Instant) {
-    let t0 = Instant::now();
     let mut trials = vec![TrialSpec::new("exp", hp(Arch::Cnn, 10, 10, 1))];
     trials.extend((0..short).map(|seed| TrialSpec::new("exp", hp(Arch::Ffv0, 32, 1, seed))));
+    sched_of(trials, pin_threads)
+}
+
+/// `n` `ffv2` h64 trials of `epochs` epochs that differ only in lr: one fuse class.
+fn same_shape(n: u32, epochs: u32) -> Vec<TrialSpec> {
+    (1..=n)
+        .map(|k| {
+            let h = Hyperparams {
+                lr: 0.05 * f64::from(k),
+                ..hp(Arch::Ffv2, 64, epochs, 1)
+            };
+            TrialSpec::new("exp", h)
+        })
+        .collect()
+}
+
+fn sched_of(trials: Vec<TrialSpec>, pin_threads: bool) -> (Scheduler, Instant) {
+    let t0 = Instant::now();
     let config = SchedulerConfig {
         lease_timeout: Duration::from_secs(10),
         max_attempts: 3,
@@ -53,23 +70,35 @@ fn lease(s: &mut Scheduler, w: &WorkerId, now: Instant) -> crate::scheduler::Lea
     }
 }
 
+/// Reports epoch `epoch` of `l`.
+fn report(s: &mut Scheduler, w: &WorkerId, l: &crate::scheduler::Lease, epoch: u32, now: Instant) {
+    let m = EpochMetrics {
+        epoch,
+        train_loss: 0.5,
+        train_acc: 0.8,
+        val_loss: 0.4,
+        val_acc: 0.8,
+        test_loss: 0.4,
+        test_acc: 0.8,
+        seconds: 1.0,
+    };
+    s.report_epoch(w, &l.trial_id, l.attempt, m, Some(1), now)
+        .unwrap();
+}
+
 /// Reports every epoch of `l` and finishes it.
 fn finish(s: &mut Scheduler, w: &WorkerId, l: &crate::scheduler::Lease, now: Instant) {
     for epoch in 1..=l.hparams.epochs {
-        let m = EpochMetrics {
-            epoch,
-            train_loss: 0.5,
-            train_acc: 0.8,
-            val_loss: 0.4,
-            val_acc: 0.8,
-            test_loss: 0.4,
-            test_acc: 0.8,
-            seconds: 1.0,
-        };
-        s.report_epoch(w, &l.trial_id, l.attempt, m, Some(1), now)
-            .unwrap();
+        report(s, w, l, epoch, now);
     }
     s.finish(w, &l.trial_id, l.attempt, now).unwrap();
+}
+
+/// A worker as [`worker`] that trains up to 3 trials as one fused group.
+fn fusing_worker(s: &mut Scheduler, threads: u32, cores: u32, t0: Instant) -> WorkerId {
+    let id = worker(s, "lab", threads, cores, t0);
+    s.workers.get_mut(&id).unwrap().info.max_fuse = 3;
+    id
 }
 
 #[test]
@@ -233,4 +262,60 @@ fn gpu_workers_and_workers_that_do_not_say_their_cores_are_not_planned() {
     s.workers.get_mut(&gpu).unwrap().info.device = "cuda:0".into();
     lease(&mut s, &gpu, t0);
     assert_eq!(s.planned_threads(&gpu), None);
+}
+
+#[test]
+fn a_worker_training_a_fused_group_is_one_busy_worker_and_gets_idle_cores() {
+    // The end-to-end test's sweep (tests/tests/threads.rs): a group of three same-shape MLPs
+    // (leased first: longest first) beside one short MLP of another shape, 2 cores.
+    let mut trials = same_shape(3, 3);
+    trials.push(TrialSpec::new("exp", hp(Arch::Ffv0, 32, 1, 2)));
+    let (mut s, t0) = sched_of(trials, false);
+    let a = fusing_worker(&mut s, 1, 2, t0);
+    let b = fusing_worker(&mut s, 1, 2, t0);
+    let group = lease(&mut s, &a, t0);
+    assert_eq!(
+        group.members.len(),
+        2,
+        "one lease per member, three members"
+    );
+    assert_eq!(s.planned_threads(&a), Some(1), "the short trial is queued");
+    let short = lease(&mut s, &b, t0);
+    assert!(short.members.is_empty());
+    // Three leases, one worker on its one registered thread: nothing idle to lend.
+    assert_eq!(s.planned_threads(&a), Some(1), "b is busy");
+    finish(&mut s, &b, &short, t0);
+    assert_eq!(s.lease(&b, t0).unwrap(), LeaseOutcome::Wait);
+    assert_eq!(s.planned_threads(&a), Some(2), "b's core goes to the group");
+    assert_eq!(s.planned_threads(&b), Some(1));
+    // A member that ends early (a stop rule) leaves the others holding the worker.
+    finish(&mut s, &a, &group.members[0], t0);
+    assert_eq!(s.planned_threads(&a), Some(2));
+}
+
+#[test]
+fn a_fused_group_gets_the_odd_core_by_the_work_all_its_members_have_left() {
+    // One 6-epoch MLP (leased first) against a group of three 3-epoch ones of the same cost
+    // per epoch: alone, each member has less work left than the single trial; together, more.
+    let mut trials = same_shape(3, 3);
+    trials.push(TrialSpec::new("exp", hp(Arch::Ffv2, 64, 6, 1)));
+    let (mut s, t0) = sched_of(trials, false);
+    let b = fusing_worker(&mut s, 1, 5, t0);
+    let a = fusing_worker(&mut s, 1, 5, t0);
+    let idle = fusing_worker(&mut s, 1, 5, t0);
+    let single = lease(&mut s, &b, t0);
+    assert_eq!((single.hparams.epochs, single.members.len()), (6, 0));
+    let group = lease(&mut s, &a, t0);
+    assert_eq!(group.members.len(), 2);
+    assert_eq!(s.lease(&idle, t0).unwrap(), LeaseOutcome::Wait);
+    // 5 cores, 2 used, 3 lent: one each, the odd one to the group (3 × 3 epochs left > 6).
+    assert_eq!(s.planned_threads(&a), Some(3));
+    assert_eq!(s.planned_threads(&b), Some(2));
+    // Two epochs of every member later the group has 3 epochs' work left, the single 6.
+    for l in std::iter::once(&group).chain(&group.members) {
+        report(&mut s, &a, l, 1, t0);
+        report(&mut s, &a, l, 2, t0);
+    }
+    assert_eq!(s.planned_threads(&a), Some(2));
+    assert_eq!(s.planned_threads(&b), Some(3));
 }
