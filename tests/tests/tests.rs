@@ -17,6 +17,7 @@
 //! - `load`: 200 simulated workers and a `kill -9`;
 //! - `metrics`: `/metrics` scraped during a real sweep, checked by promtool;
 //! - `local_workers`: `coordinator run` restarts a killed local worker, gives up on a broken one;
+//! - `malloc`: the worker restarts itself with glibc's malloc thresholds raised (issue 13);
 //! - `search`: issue 12 end to end: a stop at a rung, divergence, a `kill -9` during a TPE
 //!   sweep, the report's model of the selected epoch;
 //! - `security_e2e`: token and TLS through the binaries;
@@ -32,6 +33,7 @@ mod faults;
 mod fuse;
 mod load;
 mod local_workers;
+mod malloc;
 mod metrics;
 mod netns;
 mod search;

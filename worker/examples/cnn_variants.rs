@@ -174,6 +174,8 @@ fn forward(v: &str, p: &Params, x: &Tensor) -> Tensor {
 }
 
 fn main() {
+    // Train as the worker does (worker::malloc): it may restart the process.
+    worker::malloc::tune();
     let a = Args::parse();
     worker::device::set_threads(a.threads);
     tch::manual_seed(55);

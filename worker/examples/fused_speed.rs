@@ -69,6 +69,8 @@ fn lrs(args: &Args) -> anyhow::Result<Vec<f64>> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Train as the worker does (worker::malloc): it may restart the process.
+    worker::malloc::tune();
     let args = Args::parse();
     worker::device::set_threads(args.threads);
     let data = dataset::load(&dataset::locate(None)?)?;
@@ -122,7 +124,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.floor {
         let n_train = data.train.len() as i64;
-        let n_train = args.train_limit.map_or(n_train, |l| (l as i64).min(n_train));
+        let n_train = args
+            .train_limit
+            .map_or(n_train, |l| (l as i64).min(n_train));
         // The validation split comes out of the training images, the test set is whole.
         let validation = (n_train as f64 * trials[0].validation).round() as i64;
         let n_eval = validation + data.test.len() as i64;
@@ -171,7 +175,11 @@ fn floor_seconds(h: &Hyperparams, k: i64, n_train: i64, n_eval: i64) -> f64 {
             .windows(2)
             .map(|w| Tensor::randn([k, n, w[1]], f))
             .collect();
-        (Tensor::randn([n, 784], f), Tensor::randn([k * hidden, n], f), grads)
+        (
+            Tensor::randn([n, 784], f),
+            Tensor::randn([k * hidden, n], f),
+            grads,
+        )
     };
     let products = |(x, first_grad, grads): &(Tensor, Tensor, Vec<Tensor>), train: bool| {
         let n = x.size()[0];

@@ -31,6 +31,7 @@ pub mod gpu;
 pub mod join;
 pub mod join_group;
 pub mod join_trial;
+pub mod malloc;
 pub mod masks;
 pub mod model;
 pub mod sgd;

@@ -7,6 +7,8 @@ use worker::train::{Epoch, Trial};
 use worker::{data, device};
 
 fn main() {
+    // First: it may restart the process (worker::malloc).
+    worker::malloc::tune();
     let cli = Cli::parse();
     stdx::logging::init();
     let result = match cli.command {
