@@ -14,9 +14,16 @@ fn environ_var(pid: u32, name: &str) -> Option<String> {
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
 }
 
+/// The environment a worker starts with, and the thresholds it must then run with.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 #[test]
 fn a_worker_runs_with_the_malloc_thresholds_raised_unless_told_not_to() {
-    let cases: [(&[(&str, &str)], Option<&str>, Option<&str>); 3] = [
+    let cases: [Case; 3] = [
         (&[], Some("33554432"), Some("134217728")),
         (&[("HYPERSWEEP_MALLOC", "system")], None, None),
         (&[("MALLOC_MMAP_THRESHOLD_", "65536")], Some("65536"), None),

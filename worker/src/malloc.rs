@@ -4,10 +4,11 @@
 //! only when such a block is freed) pages of its own: mapped at the allocation, unmapped at
 //! the free, and zero-filled page by page at first touch. A training step's activations and
 //! gradients are such blocks (a CNN batch's 2 MB activations, a fused group's 1.8 MB weight
-//! gradient), allocated and freed at every step, so every step paid its page faults again:
-//! the CNN trained 13.3 s per 938 steps on one thread against 6.4 s with the thresholds
-//! below (`worker/examples/cnn_variants.rs --variant worker`, README "Training speed"), and
-//! how fast it ran depended on which blocks the process happened to free first.
+//! gradient), allocated and freed at every step, so every step paid its page faults again,
+//! until the process happened to free a large enough block. The CNN benchmark
+//! (`worker/examples/cnn_variants.rs --variant worker`, no dataset loaded) trained 13.3 s per
+//! 938 steps on one thread against 6.3 s with the thresholds below; lab4's workers had been
+//! fast by chance (loading the dataset frees such blocks). This takes the chance away.
 //!
 //! The thresholds are read from the environment when the process starts, and the workspace
 //! denies `unsafe` (so no `mallopt`): [`tune`] re-executes the worker once with them set, the
