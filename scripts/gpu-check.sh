@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of issue 10, for any GPU machine with a Python torch 2.11.0 and no Rust: runs
 # the worker built here (scripts/gpu-pack.sh) against that machine's torch, and writes each
-# step's result into the output folder as soon as it has it. Under 5 minutes on one H200.
+# step's result into the output folder as soon as it has it. Steps 1-3: under 5 minutes on one
+# H200 (an estimate: never run on one yet); step 4 adds about 2 more (an estimate too).
 #
 #   1. ffv0 and cnn train 2 epochs on cuda:0 and on the CPU with the same seed: the test
 #      accuracies must be within 2 points (the random streams differ between devices).
@@ -10,6 +11,9 @@
 #   3. a subset of sweeps/lab4.toml (one trial of each experiment and a second cnn, 2 epochs)
 #      with 1 and with 4 local workers on cuda:0: wall time, and each worker's GPU memory (as it
 #      reports it per epoch, from NVML, and as nvidia-smi samples it).
+#   4. issue 13's fused groups on cuda:0: sweeps/lab4.toml (12,000 training images) fused and
+#      with `fuse = false`, and 64 same-shape ffv2 h64 trials as one group of 64 against the
+#      same trials unfused: wall times, one local worker.
 #
 # usage: bash scripts/gpu-check.sh [--pack DIR] [--out DIR] [--python PY] [--torch-lib DIR]
 #                                  [--dry-run]
@@ -23,7 +27,7 @@
 #                    skipped when --python has no torch
 #
 # Results: 00-env.txt, 01-accuracy.md (+ the epochs as JSON lines), 02-speed.md, 03-lab4.md
-# (+ logs and nvidia-smi samples), and summary.md gathering them; exit status 1 when a check
+# (+ logs and nvidia-smi samples), 04-fuse.md, and summary.md gathering them; exit status 1 when a check
 # failed.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -222,6 +226,63 @@ for n in "${lab4_workers[@]}"; do
     grep -q ' 0 failed' "$out/03-lab4-$n.txt" || { failed=1; echo "(run with $n workers failed: 03-lab4-$n.txt)" >> "$out/03-lab4.md"; }
 done
 publish "$out/03-lab4.md"
+
+# --- 4: fused against unfused on the device (issue 13) --------------------------------------
+# lab4 (every experiment, on a subset of the images) with fusion on, as by default, and with
+# `fuse = false`; and a 64-trial same-shape group (ffv2 h64, 64 learning rates) leased to one
+# worker of --max-fuse 64 against the same trials unfused. One local worker each time.
+fuse_limit=(--train-limit 12000 --test-limit 2000)
+((dry)) && fuse_limit=(--train-limit 3000 --test-limit 1000)
+fuse64="$work/fuse64.toml"
+{
+    echo 'name = "fuse64"'
+    echo 'seed = 55'
+    echo '[defaults]'
+    echo 'validation = 0.1'
+    echo '[[experiment]]'
+    echo 'name = "same-shape"'
+    echo 'arch = "ffv2"'
+    echo 'hidden = 64'
+    echo 'epochs = 2'
+    # 64 learning rates, geometric from 0.005 to 0.3.
+    echo "lr = [$(awk 'BEGIN { for (i = 0; i < 64; i++) printf "%s%.5f", (i ? ", " : ""), 0.005 * (60 ^ (i / 63)) }')]"
+} > "$fuse64"
+cp "$root/sweeps/lab4.toml" "$work/lab4.toml"
+for sweep in "$work/lab4.toml" "$fuse64"; do
+    sed 's/^\[defaults\]$/[defaults]\nfuse = false/' "$sweep" > "${sweep%.toml}-unfused.toml"
+done
+{
+    echo "## 4. fused against unfused on $dev (${fuse_limit[*]}, one local worker)"
+    echo
+    echo "| sweep | fused (s) | unfused (s) | unfused ÷ fused | trials, epoch rows (fused / unfused) |"
+    echo "|---|---|---|---|---|"
+} > "$out/04-fuse.md"
+# One run of sweep $1 (a file name in $work, without .toml): "seconds trials epochs" into
+# $work/fuse-$1.result (trials finished and epochs reported, from the worker's log).
+fuse_run() {
+    local res="$work/fuse-$1" t
+    t=$(date +%s.%N)
+    if ! run env HYPERSWEEP_WORKER="$work/worker" "$work/coordinator" run "$work/$1.toml" \
+        --results "$res" --local-workers 1 --device "$dev" --threads "$threads" --plain --no-report \
+        --worker-arg=--max-fuse=64 --data-dir "$data" "${fuse_limit[@]}" > "$out/04-$1.txt" 2>&1; then
+        failed=1
+    fi
+    mkdir -p "$out/04-logs-$1"
+    cp "$res"/logs/*.log "$out/04-logs-$1/" 2>/dev/null || true
+    {
+        awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f ", b - a }'
+        echo "$(cat "$res"/logs/*.log 2>/dev/null | grep -c 'trial finished') $(cat "$res"/logs/*.log 2>/dev/null | grep -c 'epoch finished')"
+    } > "$work/fuse-$1.result"
+}
+for sweep in lab4 fuse64; do
+    fuse_run "$sweep"
+    fuse_run "$sweep-unfused"
+    read -r fused_s fused_trials fused_rows < "$work/fuse-$sweep.result"
+    read -r solo_s solo_trials solo_rows < "$work/fuse-$sweep-unfused.result"
+    ratio=$(awk -v f="$fused_s" -v u="$solo_s" 'BEGIN { printf "%.2f", f > 0 ? u / f : 0 }')
+    echo "| $sweep | $fused_s | $solo_s | $ratio | $fused_trials, $fused_rows / $solo_trials, $solo_rows |" >> "$out/04-fuse.md"
+done
+publish "$out/04-fuse.md"
 
 log "done in ${SECONDS}s; $( ((failed)) && echo 'SOME CHECKS FAILED' || echo 'every check passed'); summary: $summary"
 exit "$failed"
