@@ -119,6 +119,24 @@ fn wait_for_every_first_epoch(lines: &mut Lines) {
     }
 }
 
+/// After one `kill -9`: the three trials finished with two attempts each, and every
+/// (trial, epoch) of the 3 × 3 is in the results exactly once.
+fn assert_resumed_once_and_every_row_once(results: &Path) {
+    let r = results.display();
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*) FILTER (status = 'finished'), sum(attempts) FROM '{r}/trials.parquet'"
+        )),
+        ["3,6"]
+    );
+    assert_eq!(
+        sql(&format!(
+            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
+        )),
+        ["9,9"]
+    );
+}
+
 #[test]
 fn three_same_shape_trials_train_as_one_group_and_each_lands_as_its_own_trial() {
     let _exclusive = tests::exclusive();
@@ -196,25 +214,13 @@ fn a_group_whose_worker_is_killed_resumes_as_one_and_equals_the_uninterrupted_ru
     assert!(status.success(), "{status}\n{log}");
 
     let results = dir.join("results");
-    let r = results.display();
     let logs = worker_logs(&results);
     assert_eq!(logs.matches("fused group of 3 leased").count(), 2, "{logs}");
     assert!(
         logs.contains("fused group resumed from its members' checkpoints"),
         "{logs}"
     );
-    assert_eq!(
-        sql(&format!(
-            "SELECT count(*) FILTER (status = 'finished'), sum(attempts) FROM '{r}/trials.parquet'"
-        )),
-        ["3,6"]
-    );
-    assert_eq!(
-        sql(&format!(
-            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
-        )),
-        ["9,9"]
-    );
+    assert_resumed_once_and_every_row_once(&results);
     assert_eq!(rows_differing(&reference, &results), 0);
 }
 
@@ -304,18 +310,7 @@ fn a_group_whose_worker_is_killed_resumes_each_member_alone_within_the_tolerance
 
     let results = dir.join("results");
     let (r, reference_r) = (results.display(), reference.display());
-    assert_eq!(
-        sql(&format!(
-            "SELECT count(*) FILTER (status = 'finished'), sum(attempts) FROM '{r}/trials.parquet'"
-        )),
-        ["3,6"]
-    );
-    assert_eq!(
-        sql(&format!(
-            "SELECT count(*), count(DISTINCT (trial_id, epoch)) FROM '{r}/epochs/*.parquet'"
-        )),
-        ["9,9"]
-    );
+    assert_resumed_once_and_every_row_once(&results);
     // Epoch 1 of every member came from the group, the last epoch from the member alone.
     let by_worker = sql(&format!(
         "SELECT epoch, worker, count(*) FROM '{r}/epochs/*.parquet' GROUP BY ALL ORDER BY ALL"

@@ -69,12 +69,19 @@ fn cnn_threads(r: &str) -> Vec<String> {
     ))
 }
 
+/// Whether this machine has one core, so nothing to lend (the test is then skipped).
+fn one_core() -> bool {
+    let one = std::thread::available_parallelism().map_or(1, |n| n.get()) < 2;
+    if one {
+        eprintln!("skipped: one core, nothing to lend");
+    }
+    one
+}
+
 #[test]
 fn idle_cores_go_to_the_long_trial_once_the_queue_is_empty_and_pinned_runs_keep_one_thread() {
     let _exclusive = tests::exclusive();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        eprintln!("skipped: one core, nothing to lend");
+    if one_core() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -138,9 +145,7 @@ epochs = 12
 #[test]
 fn a_fused_group_takes_the_idle_core_for_all_its_members_at_one_epoch() {
     let _exclusive = tests::exclusive();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        eprintln!("skipped: one core, nothing to lend");
+    if one_core() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
