@@ -175,12 +175,22 @@ impl Slurm {
     /// (its begin time), and an update while the job is still completing is overridden, so
     /// this waits for it to be pending first, and for the node to be idle: released while
     /// slurmd was still killing the old run, the job started at once, slurmd refused the
-    /// launch ("Job 1 already killed") and the job ended for good (seen once here).
+    /// launch ("Job 1 already killed") and the job ended for good (seen once here). Idle is
+    /// not enough either: slurmd refuses a credential created in the same second as the
+    /// old run's was revoked (credential times are whole seconds; seen once in CI: requeued
+    /// at :35.05, released and refused at :35.81), so the node must have been idle for 2 s.
     fn release_requeued(&self, job: &str, submit: &Path) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut idle_since: Option<Instant> = None;
         loop {
+            idle_since = match (self.nodes_idle(), idle_since) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+            };
+            let idle_long = idle_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(2));
             match self.state(job).as_str() {
-                "PENDING" if self.nodes_idle() => {
+                "PENDING" if idle_long => {
                     let _ = self
                         .cmd("scontrol")
                         .args(["update", &format!("JobId={job}"), "StartTime=now"])
