@@ -21,13 +21,14 @@
 //! ([`Group::checkpoint`]) are ordinary single-trial checkpoints, so a member resumes alone
 //! as a solo trial, and its artifacts are a solo [`Trial`]'s ([`Group::member_trial`]).
 
+pub mod backprop;
 pub mod stack;
 
 use crate::best::BestWeights;
 use crate::checkpoint::{self, Identity, Layout, State};
 use crate::data::{self, Splits, TensorSplit};
 use crate::masks::MaskStream;
-use crate::model::Net;
+use crate::model::{Net, CLASSES};
 use crate::train::{epoch_seed, Epoch, Trial};
 use crate::{Error, Result};
 use proto::{EpochMetrics, Hyperparams, TrialId};
@@ -256,8 +257,11 @@ impl Group {
             let threads = u32::try_from(tch::get_num_threads()).unwrap_or(0);
             let started = Instant::now();
             let (train_loss, train_acc) = self.train_epoch(epoch)?;
-            let val = self.splits.validation.as_ref().map(|v| self.evaluate(v));
-            let (test_loss, test_acc) = self.evaluate(&self.splits.test);
+            let val = match &self.splits.validation {
+                Some(v) => Some(self.evaluate(v)?),
+                None => None,
+            };
+            let (test_loss, test_acc) = self.evaluate(&self.splits.test)?;
             let seconds = started.elapsed().as_secs_f64();
             self.epochs_done = epoch;
             let mut dropped = Vec::new();
@@ -371,6 +375,7 @@ impl Group {
                 )
             })
             .collect();
+        let onehot = labels.f_one_hot(CLASSES)?.f_to_kind(Kind::Float)?;
         let dropout = streams.iter().any(|(_, p)| *p > 0.0);
         let mut loss_sum = Tensor::zeros([k], (Kind::Double, self.device));
         let mut correct = Tensor::zeros([k], (Kind::Int64, self.device));
@@ -385,12 +390,16 @@ impl Group {
             let (device, shape) = (self.device, [len, hidden]);
             let mut masks =
                 |_layer: usize| dropout.then(|| stacked_masks(&mut streams, shape, device));
-            let logits = self.stack.forward(&x, &mut masks);
-            let losses = stack::member_losses(&logits, &y, false);
-            self.stack.backward_step(&losses.sum(Kind::Float))?;
+            let (losses, right) = backprop::train_step(
+                &mut self.stack,
+                &x,
+                &y,
+                &onehot.narrow(0, start, len),
+                &mut masks,
+            )?;
             tch::no_grad(|| {
-                loss_sum += losses.detach().to_kind(Kind::Double) * len as f64;
-                correct += stack::member_correct(&logits, &y);
+                loss_sum += losses.to_kind(Kind::Double) * len as f64;
+                correct += right;
             });
             start += len;
             step += 1;
@@ -402,7 +411,7 @@ impl Group {
     }
 
     /// Each stack row's mean loss and accuracy on `split`, without dropout.
-    fn evaluate(&self, split: &TensorSplit) -> (Vec<f64>, Vec<f64>) {
+    fn evaluate(&self, split: &TensorSplit) -> Result<(Vec<f64>, Vec<f64>)> {
         tch::no_grad(|| {
             let n = split.len();
             let k = self.stack.len();
@@ -413,14 +422,14 @@ impl Group {
                 let len = crate::train::EVAL_BATCH.min(n - start);
                 let x = data::normalize(&split.images.narrow(0, start, len)).view([len, -1]);
                 let y = split.labels.narrow(0, start, len);
-                let logits = self.stack.forward(&x, &mut |_| None);
-                loss_sum += stack::member_losses(&logits, &y, true).to_kind(Kind::Double);
+                let logits = backprop::forward(&self.stack, &x)?;
+                loss_sum += stack::member_loss_sums(&logits, &y).to_kind(Kind::Double);
                 correct += stack::member_correct(&logits, &y);
                 start += len;
             }
-            let loss: Vec<f64> = Vec::try_from(loss_sum / n as f64).expect("f64 values");
-            let correct: Vec<i64> = Vec::try_from(correct).expect("i64 values");
-            (loss, correct.iter().map(|&c| c as f64 / n as f64).collect())
+            let loss: Vec<f64> = Vec::try_from(loss_sum / n as f64)?;
+            let correct: Vec<i64> = Vec::try_from(correct)?;
+            Ok((loss, correct.iter().map(|&c| c as f64 / n as f64).collect()))
         })
     }
 
