@@ -147,9 +147,10 @@ fn main() -> anyhow::Result<()> {
 
 /// Seconds one epoch of a fused group of `k` members of `h`'s shape spends in its matrix
 /// products alone: every training step's forward and backward products (the shared first
-/// layer as one `addmm` and its weight gradient as one `mm`, the other layers as `bmm`s, as
-/// `worker::fused::stack` runs them) and the evaluation passes' forward products, on
-/// `n_train` and `n_eval` images, run back to back on random data with the same threads.
+/// layer as one product, `worker::fused::backprop::wide_linear`, and its weight gradient as
+/// one `mm`, the other layers as `bmm`s, as `worker::fused::backprop` runs them) and the
+/// evaluation passes' forward products, on `n_train` and `n_eval` images, run back to back
+/// on random data with the same threads.
 /// No fused trainer can beat it on this machine with libtorch's kernels: K × a solo epoch's
 /// time over this is the most fusion could gain, whatever else it saved.
 fn floor_seconds(h: &Hyperparams, k: i64, n_train: i64, n_eval: i64) -> f64 {
@@ -183,7 +184,7 @@ fn floor_seconds(h: &Hyperparams, k: i64, n_train: i64, n_eval: i64) -> f64 {
     };
     let products = |(x, first_grad, grads): &(Tensor, Tensor, Vec<Tensor>), train: bool| {
         let n = x.size()[0];
-        let first = first_b.addmm(x, &first_w.tr());
+        let first = worker::fused::backprop::wide_linear(x, &first_w, &first_b).expect("shapes");
         if train {
             let _ = first_grad.mm(x);
         }

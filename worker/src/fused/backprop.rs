@@ -52,29 +52,41 @@ pub fn forward(stack: &Stack, x: &Tensor) -> Result<Tensor> {
     tch::no_grad(|| run(stack, x, &mut |_| None, None))
 }
 
-/// One training step of every member on the batch `x` (`[N, 784]`), labels `y` (`[N]`,
-/// `Int64`) and `onehot` (`y` one-hot, `[N, 10]` `Float`): the forward pass with `masks`,
-/// each member's mean cross-entropy, the gradients of their sum into [`Stack::grads`], then
-/// [`Stack::step`]. Returns each member's loss (`[K]`) and count of correct predictions
-/// (`[K]`, `Int64`), both before the step.
+/// A training batch: `x` `[N, 784]`, labels `y` `[N]` (`Int64`) and `onehot`, `y` one-hot
+/// (`[N, 10]`, `Float`).
+pub struct Batch<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub onehot: &'a Tensor,
+}
+
+/// Where a training step writes each member's metrics, before its step: the batch's mean
+/// log-likelihood (the loss's negation) and its count of correct predictions, `[K]` each
+/// (`Float`, `Int64`).
+pub struct StepOut<'a> {
+    pub log_likelihood: &'a Tensor,
+    pub correct: &'a Tensor,
+}
+
+/// One training step of every member on `batch`: the forward pass with `masks`, each
+/// member's mean cross-entropy, the gradients of their sum into [`Stack::grads`], then
+/// [`Stack::step`]. The metrics go to `out`.
 pub fn train_step(
     stack: &mut Stack,
-    x: &Tensor,
-    y: &Tensor,
-    onehot: &Tensor,
+    batch: &Batch<'_>,
     masks: &mut Masks<'_>,
-) -> Result<(Tensor, Tensor)> {
+    out: &StepOut<'_>,
+) -> Result<()> {
     tch::no_grad(|| {
         let mut saved = Vec::with_capacity(ops(stack.arch).len());
-        let logits = run(stack, x, masks, Some(&mut saved))?;
-        let (losses, grad) = cross_entropy(&logits, y, onehot)?;
-        let correct = logits
+        let logits = run(stack, batch.x, masks, Some(&mut saved))?;
+        let _ = logits
             .f_argmax(-1, false)?
-            .f_eq_tensor(y)?
-            .f_sum_dim_intlist(1, false, Kind::Int64)?;
-        backward(stack, x, saved, grad)?;
-        stack.step()?;
-        Ok((losses, correct))
+            .f_eq_tensor(batch.y)?
+            .f_sum_intlist_out(out.correct, &[1i64][..], false, Kind::Int64)?;
+        let grad = cross_entropy(&logits, batch, out.log_likelihood)?;
+        backward(stack, batch.x, saved, grad)?;
+        stack.step()
     })
 }
 
@@ -119,34 +131,65 @@ fn run(
 }
 
 /// The first layer's pre-activations `[K, N, h]` of `x` (`[N, 784]`), which every member
-/// shares: one `addmm` of `x` with all members' weights side by side (`[K·h, 784]`, a view of
+/// shares: one product of `x` with all members' weights side by side (`[K·h, 784]`, a view of
 /// the stack) rather than K products of a broadcast `x`. The input layer is most of an MLP's
-/// work, and one wide product is what BLAS does fastest.
+/// work, and one wide product is what the CPU does fastest.
+///
+/// On the CPU a wide product goes to oneDNN's inner product (libtorch's `mkldnn_linear`)
+/// rather than MKL's `sgemm`: libtorch's MKL takes its AVX2 kernels on AMD processors, oneDNN
+/// its AVX-512 ones, and with two copies (`x` in, the product out) it still won from
+/// `K·h ≥ 96` outputs per thread on the 2-core dev machine (`ffv2` h64, one fused epoch:
+/// K = 9 on 2 threads 0.92 s → 0.77 s, K = 3 on 1 thread 0.59 s → 0.52 s); below that MKL's
+/// was as fast or faster (a group of one on 2 threads: 0.19 s against 0.21 s).
 fn first_layer(stack: &Stack, x: &Tensor) -> Result<Tensor> {
     let (w, b) = (&stack.params[0], &stack.params[1]);
     let size = w.size();
     let (k, h) = (size[0], size[1]);
     let n = x.size()[0];
-    Ok(b.f_view([k * h])?
-        .f_addmm(x, &w.f_view([k * h, INPUT])?.f_tr()?)?
-        .f_view([n, k, h])?
-        .f_transpose(0, 1)?)
+    let out = wide_linear(x, &w.f_view([k * h, INPUT])?, &b.f_view([k * h])?)?;
+    Ok(out.f_view([n, k, h])?.f_transpose(0, 1)?)
 }
 
-/// Each member's mean cross-entropy (`[K]`) of `logits` (`[K, N, 10]`) against `y`, and its
-/// gradient with respect to the logits for the sum of the members' losses:
-/// `(softmax(logits) − onehot) / N`, member by member.
-fn cross_entropy(logits: &Tensor, y: &Tensor, onehot: &Tensor) -> Result<(Tensor, Tensor)> {
+/// `x · wᵀ + b` for `x` `[N, in]`, `w` `[out, in]` and `b` `[out]`: oneDNN's inner product
+/// where it is wide enough to beat MKL's `sgemm` ([`first_layer`]), else `addmm`.
+pub fn wide_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(if wide_enough_for_onednn(x.device(), w.size()[0]) {
+        x.f_to_mkldnn(Kind::Float)?
+            .f_mkldnn_linear(w, Some(b))?
+            .f_to_dense(None::<Kind>, false)?
+    } else {
+        b.f_addmm(x, &w.f_tr()?)?
+    })
+}
+
+/// Outputs per thread from which oneDNN's inner product beat MKL's `sgemm` ([`first_layer`]).
+const ONEDNN_MIN_OUTPUTS_PER_THREAD: i64 = 96;
+
+fn wide_enough_for_onednn(device: tch::Device, outputs: i64) -> bool {
+    let threads = i64::from(tch::get_num_threads().max(1));
+    device == tch::Device::Cpu
+        && outputs >= ONEDNN_MIN_OUTPUTS_PER_THREAD * threads
+        && tch::utils::has_mkldnn()
+}
+
+/// Writes each member's mean log-likelihood of `logits` (`[K, N, 10]`) for `batch.y` into
+/// `log_likelihood` (`[K]`), and returns the gradient of the members' summed cross-entropy
+/// with respect to the logits: `(softmax(logits) − onehot) / N`, member by member.
+fn cross_entropy(logits: &Tensor, batch: &Batch<'_>, log_likelihood: &Tensor) -> Result<Tensor> {
     let size = logits.size();
     let (k, n) = (size[0], size[1]);
     let mut log_p = logits.f_log_softmax(-1, Kind::Float)?;
-    let target = y.f_view([1, n, 1])?.f_expand([k, n, 1], false)?;
-    let losses = log_p
-        .f_gather(2, &target, false)?
-        .f_mean_dim(&[1i64, 2][..], false, Kind::Float)?
-        .f_neg()?;
-    let grad = log_p.f_exp_()?.f_sub_(onehot)?.f_div_scalar_(n as f64)?;
-    Ok((losses, grad))
+    let target = batch.y.f_view([1, n, 1])?.f_expand([k, n, 1], false)?;
+    let _ = log_p.f_gather(2, &target, false)?.f_mean_out(
+        log_likelihood,
+        &[1i64, 2][..],
+        false,
+        Kind::Float,
+    )?;
+    Ok(log_p
+        .f_exp_()?
+        .f_sub_(batch.onehot)?
+        .f_div_scalar_(n as f64)?)
 }
 
 /// Backpropagates `grad` (the loss's gradient with respect to the logits) through
@@ -193,11 +236,18 @@ mod tests {
 
     /// Every architecture's hand-written gradients against libtorch's autograd through each
     /// member's own notebook network (`Net`), with the member's own dropout masks: three
-    /// members of different weights, dropout 0, 0.3 and 0.5 (`ffv3`), on a batch of 20.
+    /// members of different weights, dropout 0, 0.3 and 0.5 (`ffv3`), on a batch of 20; on one
+    /// thread, the first layer through MKL (h16) and through oneDNN (h64).
     #[test]
     fn the_hand_written_gradients_are_autograds() {
-        let (n, hidden) = (20, 16);
-        for arch in [Arch::Ffv0, Arch::Ffv1, Arch::Ffv2, Arch::Ffv3] {
+        tch::set_num_threads(1);
+        let n = 20;
+        for (arch, hidden) in [Arch::Ffv0, Arch::Ffv1, Arch::Ffv2, Arch::Ffv3]
+            .into_iter()
+            .flat_map(|arch| [(arch, 16), (arch, 64)])
+        {
+            let onednn = wide_enough_for_onednn(Device::Cpu, 3 * i64::from(hidden));
+            assert_eq!(onednn, hidden == 64 && tch::utils::has_mkldnn());
             let members: Vec<Hyperparams> = [0.0, 0.3, 0.5]
                 .iter()
                 .enumerate()
@@ -262,14 +312,27 @@ mod tests {
                     .collect();
                 (arch == Arch::Ffv3).then(|| Tensor::stack(&parts, 0))
             };
-            let (losses, _) = train_step(&mut stack, &x, &y, &onehot, &mut masks).unwrap();
+            let out = StepOut {
+                log_likelihood: &Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+                correct: &Tensor::zeros([3], (Kind::Int64, Device::Cpu)),
+            };
+            let batch = Batch {
+                x: &x,
+                y: &y,
+                onehot: &onehot,
+            };
+            train_step(&mut stack, &batch, &mut masks, &out).unwrap();
+            let losses = out.log_likelihood.neg();
 
             for (k, ((vs, net), mut stream)) in nets.iter().zip(streams).enumerate() {
                 let loss = net
                     .forward(&x, Some(&mut stream))
                     .cross_entropy_for_logits(&y);
                 let diff = (loss.double_value(&[]) - losses.double_value(&[k as i64])).abs();
-                assert!(diff < 1e-6, "{arch:?} member {k}: loss {diff} apart");
+                assert!(
+                    diff < 1e-6,
+                    "{arch:?} h{hidden} member {k}: loss {diff} apart"
+                );
                 let vars = vs.variables();
                 for (l, layer) in names.iter().enumerate() {
                     for (i, suffix) in ["weight", "bias"].iter().enumerate() {
@@ -282,7 +345,7 @@ mod tests {
                         let err = (&ours - expected).abs().max().double_value(&[]) / scale;
                         assert!(
                             err < 1e-5,
-                            "{arch:?} member {k} {layer}.{suffix}: relative error {err}"
+                            "{arch:?} h{hidden} member {k} {layer}.{suffix}: relative error {err}"
                         );
                     }
                 }

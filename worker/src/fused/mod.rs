@@ -362,8 +362,9 @@ impl Group {
         let bs = i64::from(self.members[0].hparams.batch_size);
         let hidden = i64::from(self.members[0].hparams.hidden);
         let perm = Tensor::randperm(n, (Kind::Int64, self.device));
-        let images = train.images.index_select(0, &perm);
         let labels = train.labels.index_select(0, &perm);
+        let images = train.images.index_select(0, &perm);
+        let onehot = labels.f_one_hot(CLASSES)?.f_to_kind(Kind::Float)?;
         let mut streams: Vec<(MaskStream, f64)> = self
             .members
             .iter()
@@ -375,37 +376,45 @@ impl Group {
                 )
             })
             .collect();
-        let onehot = labels.f_one_hot(CLASSES)?.f_to_kind(Kind::Float)?;
         let dropout = streams.iter().any(|(_, p)| *p > 0.0);
-        let mut loss_sum = Tensor::zeros([k], (Kind::Double, self.device));
-        let mut correct = Tensor::zeros([k], (Kind::Int64, self.device));
-        let (mut start, mut step) = (0, 0);
-        while start < n {
+        // Each step writes its row of these: no kernel of its own to accumulate them.
+        let steps = (n + bs - 1) / bs;
+        let log_likelihood = Tensor::zeros([steps, k], (Kind::Float, self.device));
+        let correct = Tensor::zeros([steps, k], (Kind::Int64, self.device));
+        let mut lens = Vec::with_capacity(steps as usize);
+        for step in 0..steps {
+            let start = step * bs;
             let len = bs.min(n - start);
-            let x = data::normalize(&images.narrow(0, start, len)).view([len, -1]);
-            let y = labels.narrow(0, start, len);
+            lens.push(len as f64);
             for (s, _) in &mut streams {
-                s.step(step);
+                s.step(step as u64);
             }
             let (device, shape) = (self.device, [len, hidden]);
             let mut masks =
                 |_layer: usize| dropout.then(|| stacked_masks(&mut streams, shape, device));
-            let (losses, right) = backprop::train_step(
-                &mut self.stack,
-                &x,
-                &y,
-                &onehot.narrow(0, start, len),
-                &mut masks,
-            )?;
-            tch::no_grad(|| {
-                loss_sum += losses.to_kind(Kind::Double) * len as f64;
-                correct += right;
-            });
-            start += len;
-            step += 1;
+            let batch = backprop::Batch {
+                x: &data::normalize(&images.narrow(0, start, len)).view([len, -1]),
+                y: &labels.narrow(0, start, len),
+                onehot: &onehot.narrow(0, start, len),
+            };
+            let out = backprop::StepOut {
+                log_likelihood: &log_likelihood.get(step),
+                correct: &correct.get(step),
+            };
+            backprop::train_step(&mut self.stack, &batch, &mut masks, &out)?;
         }
-        let loss: Vec<f64> = Vec::try_from(loss_sum / n as f64)?;
-        let correct: Vec<i64> = Vec::try_from(correct)?;
+        // Each member's loss: the batches' mean losses weighted by their sizes, as a solo
+        // trial sums them.
+        let lens = Tensor::from_slice(&lens)
+            .to_device(self.device)
+            .view([-1, 1]);
+        let loss = (log_likelihood.to_kind(Kind::Double).neg() * lens).sum_dim_intlist(
+            0,
+            false,
+            Kind::Double,
+        ) / n as f64;
+        let loss: Vec<f64> = Vec::try_from(loss)?;
+        let correct: Vec<i64> = Vec::try_from(correct.sum_dim_intlist(0, false, Kind::Int64))?;
         let acc = correct.iter().map(|&c| c as f64 / n as f64).collect();
         Ok((loss, acc))
     }
