@@ -53,4 +53,9 @@ for k in sorted({r['k'] for r in runs}):
     # The most fusion could gain: K solo epochs over the fused epoch's matrix products alone.
     ceiling = k / s / floor
     print(f"{k:>3} {s:>20.2f} {f:>21.2f} {f / s:>8.2f}x {ceiling:>7.2f}x {gap:>38.4f}   (rounds solo/fused: {rounds})")
+    # Each member's gap, largest over the rounds: high learning rates are chaotic at epoch 1.
+    gaps = [max(abs(x['val_acc_epoch1'][i] - y['val_acc_epoch1'][i]) for x, y in zip(solo, fused))
+            for i in range(k)]
+    print("      per member, lr: |val_acc fused - solo|  " +
+          ", ".join(f"{lr:g}: {g:.4f}" for lr, g in zip(solo[0]['lrs'], gaps)))
 PY
