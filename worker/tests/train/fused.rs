@@ -7,13 +7,18 @@ use worker::data::Subset;
 use worker::fused::Group;
 use worker::train::{Epoch, Trial};
 
-/// How far a fused member's metrics may be from its solo run's: batched (`baddbmm`) and
-/// single (`addmm`) products sum in different orders, and training amplifies the last-bit
-/// differences from epoch to epoch, most with high momentum. Measured here (2,000 training
-/// images, 3 epochs, 1 thread, libtorch 2.11 on this x86-64 CPU): without momentum losses
-/// differed by at most 3e-7; with momentum 0.9 and lr 0.1 by 3.2e-6, 1.3e-5 and 1.4e-3 in
-/// epochs 1, 2 and 3; accuracies were identical (README, "Fused same-shape trials").
-const LOSS_TOL: f64 = 5e-3;
+/// How far a fused member's metrics may be from its solo run's: batched (`baddbmm`), wide
+/// (oneDNN's) and single (`addmm`) products sum in different orders, the hand-written backward
+/// pass rounds the loss's gradient differently from autograd, and training amplifies the
+/// last-bit differences from epoch to epoch, most with high momentum. Measured here (2,000
+/// training images, 3 epochs, 1 thread, libtorch 2.11 on this x86-64 CPU): without momentum
+/// losses differed by at most 7.3e-7 (5.6e-5 for `ffv2` h16 at lr 0.2 in epoch 2); with
+/// momentum 0.9 and lr 0.1 by 7.9e-6, 5.7e-5 and 4.5e-3 in epochs 1, 2 and 3 (1.4e-3 in epoch
+/// 3 with autograd, 2.6e-3 with MKL's first layer: the growth, not the first difference,
+/// depends on the order); accuracies were identical (README, "Fused same-shape trials").
+const LOSS_TOL: f64 = 1e-2;
+/// After one epoch nothing has grown yet: a wrong gradient shows here first.
+const FIRST_EPOCH_LOSS_TOL: f64 = 1e-4;
 /// One flipped prediction of 1,800 training images is 5.6e-4; allow three.
 const ACC_TOL: f64 = 2e-3;
 
@@ -136,6 +141,11 @@ fn assert_within_tolerance(label: &str, a: &[EpochMetrics], b: &[EpochMetrics]) 
     assert!(
         loss <= LOSS_TOL && acc <= ACC_TOL,
         "{label}: loss {loss:e} (≤ {LOSS_TOL:e}), accuracy {acc:e} (≤ {ACC_TOL:e})"
+    );
+    let (first, _) = max_diff(&a[..1], &b[..1]);
+    assert!(
+        first <= FIRST_EPOCH_LOSS_TOL,
+        "{label}: epoch 1 loss {first:e} (≤ {FIRST_EPOCH_LOSS_TOL:e})"
     );
 }
 
