@@ -54,6 +54,9 @@ pub struct Stack {
     /// member has momentum).
     buffer: Option<Tensor>,
     neg_lr: Tensor,
+    /// Each member's `−lr` as `[K, 1, 1]`: what [`crate::fused::backprop`] scales the first
+    /// layer's gradient by when it folds that layer's step into its product.
+    pub neg_lr_rows: Tensor,
     momentum: Option<Tensor>,
     weight_decay: Option<Tensor>,
 }
@@ -116,6 +119,12 @@ impl Stack {
             grad,
             buffer: buffers.map(flatten),
             neg_lr: vector(|s| -s.lr),
+            neg_lr_rows: {
+                let values: Vec<f32> = settings.iter().map(|s| -s.lr).collect();
+                Tensor::from_slice(&values)
+                    .view([-1, 1, 1])
+                    .to_device(device)
+            },
             momentum: any(|s| s.momentum).then(|| vector(|s| s.momentum)),
             weight_decay: any(|s| s.weight_decay).then(|| vector(|s| s.weight_decay)),
             settings,
@@ -160,14 +169,31 @@ impl Stack {
         Ok(())
     }
 
-    /// Steps every member with the gradients in [`Stack::grads`].
-    pub fn step(&mut self) -> Result<()> {
+    /// Whether every member's step is the plain `p − lr·g` (no momentum, no weight decay):
+    /// then a layer's step can be folded into its weight-gradient product.
+    pub fn plain_sgd(&self) -> bool {
+        self.momentum.is_none() && self.weight_decay.is_none()
+    }
+
+    /// Steps every member with the gradients in [`Stack::grads`]; with `first_weights_stepped`
+    /// (only for [`Stack::plain_sgd`]) all but the first layer's weights, which the backward
+    /// pass already stepped.
+    pub fn step(&mut self, first_weights_stepped: bool) -> Result<()> {
+        let skip = if first_weights_stepped {
+            debug_assert!(self.plain_sgd());
+            self.params[0].numel() as i64
+        } else {
+            0
+        };
+        let rest = self.flat.size()[0] - skip;
+        let part = |t: &Tensor| t.f_narrow(0, skip, rest);
+        let (mut flat, mut grad) = (part(&self.flat)?, part(&self.grad)?);
         tch::no_grad(|| -> Result<()> {
             if let Some(wd) = &self.weight_decay {
-                let _ = self.grad.f_addcmul_(&self.flat, wd)?;
+                let _ = grad.f_addcmul_(&flat, wd)?;
             }
             let step = match (&self.momentum, &mut self.buffer) {
-                (None, _) => &self.grad,
+                (None, _) => &grad,
                 (Some(_), buffer @ None) => &*buffer.insert(self.grad.f_detach_copy()?),
                 (Some(m), Some(buffer)) => {
                     let _ = buffer.f_mul_(m)?;
@@ -175,7 +201,7 @@ impl Stack {
                     &*buffer
                 }
             };
-            let _ = self.flat.f_addcmul_(step, &self.neg_lr)?;
+            let _ = flat.f_addcmul_(step, &part(&self.neg_lr)?)?;
             Ok(())
         })
     }
