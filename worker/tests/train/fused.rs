@@ -12,7 +12,7 @@ use worker::train::{Epoch, Trial};
 /// pass rounds the loss's gradient differently from autograd, and training amplifies the
 /// last-bit differences from epoch to epoch, most with high momentum. Measured here (2,000
 /// training images, 3 epochs, 1 thread, libtorch 2.11 on this x86-64 CPU): without momentum
-/// losses differed by at most 7.3e-7 (5.6e-5 for `ffv2` h16 at lr 0.2 in epoch 2); with
+/// losses differed by at most 7.3e-7 (3.6e-6 for `ffv2` h16 at lr 0.2 in epoch 2); with
 /// momentum 0.9 and lr 0.1 by 7.9e-6, 5.7e-5 and 4.5e-3 in epochs 1, 2 and 3 (1.4e-3 in epoch
 /// 3 with autograd, 2.6e-3 with MKL's first layer: the growth, not the first difference,
 /// depends on the order); accuracies were identical (README, "Fused same-shape trials").
