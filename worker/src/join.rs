@@ -168,6 +168,27 @@ impl Ctx {
             .await
             .cloned()
     }
+
+    /// [`Ctx::data`] for the leased `attempts`: when this worker cannot read the data, each
+    /// is failed as retryable (another worker may have the data: the trials are not to
+    /// blame) before the error is returned.
+    pub(crate) async fn data_for(
+        &self,
+        attempts: &[Attempt],
+    ) -> Result<Arc<dataset::FashionMnist>> {
+        match self.data().await {
+            Ok(data) => Ok(data),
+            Err(e) => {
+                let reason = format!("this worker cannot read the data: {e}");
+                for a in attempts {
+                    if let Answer::LeaseLost(s) = self.coord.fail(a, &reason, true).await? {
+                        lease_lost(a, &s);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 fn default_name() -> String {

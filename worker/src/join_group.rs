@@ -22,7 +22,7 @@ use crate::client::{Answer, Attempt, Coordinator, Leased};
 use crate::data::Subset;
 use crate::device::{self, PlannedThreads, ThreadSwitch};
 use crate::fused::{Group, GroupSink};
-use crate::join::{lease_lost, refuse, Ctx};
+use crate::join::{refuse, Ctx};
 use crate::join_trial::{
     conclude, ending, exploded, panic_message, Ending, Trained, MAX_CHECKPOINT,
 };
@@ -97,18 +97,7 @@ pub(crate) async fn run_group(ctx: &Ctx, slot: usize, leased: Leased) -> Result<
     let attempts: Vec<Attempt> = members.iter().map(|(m, _)| m.attempt.clone()).collect();
     let _held = ctx.coord.hold(&attempts);
     ctx.coord.planned_threads().clear();
-    let data = match ctx.data().await {
-        Ok(data) => data,
-        Err(e) => {
-            let reason = format!("this worker cannot read the data: {e}");
-            for a in &attempts {
-                if let Answer::LeaseLost(s) = ctx.coord.fail(a, &reason, true).await? {
-                    lease_lost(a, &s);
-                }
-            }
-            return Err(e);
-        }
-    };
+    let data = ctx.data_for(&attempts).await?;
     let (jobs, mut links) = split(ctx, members);
     let job = GroupJob {
         data,

@@ -60,17 +60,7 @@ pub(crate) async fn run_trial(
         // A trial starts on the registered count: cores lent to the last trial are not this
         // one's until the plan says so again.
         ctx.coord.planned_threads().clear();
-        let data = match ctx.data().await {
-            Ok(data) => data,
-            Err(e) => {
-                // Another worker may have the data: the trial is not to blame.
-                let reason = format!("this worker cannot read the data: {e}");
-                if let Answer::LeaseLost(s) = ctx.coord.fail(&attempt, &reason, true).await? {
-                    lease_lost(&attempt, &s);
-                }
-                return Err(e);
-            }
-        };
+        let data = ctx.data_for(std::slice::from_ref(&attempt)).await?;
         let job = Job {
             h,
             data,
