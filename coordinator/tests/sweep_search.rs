@@ -243,6 +243,8 @@ fn every_search_error_names_file_line_column_and_key() {
         ("log with a real", "search = \"random\"\ntrials = 2\nlr = { uniform = [0.1, 0.2], log = true }\n", Some((6, 30)), "log goes with int only"),
         ("bounds not a pair", "search = \"random\"\ntrials = 2\nlr = { uniform = [0.1] }\n", Some((6, 18)), "bounds must be a list of two numbers [lo, hi], found a list of 1"),
         ("bad choice value", "search = \"random\"\ntrials = 2\narch = { choice = [\"ffv1\", \"mlp\"] }\n", Some((6, 28)), "unknown architecture \"mlp\""),
+        ("empty choice", "search = \"random\"\ntrials = 2\narch = { choice = [] }\n", Some((6, 19)), "arch: choice is empty; give it at least one value"),
+        ("nested choice", "search = \"random\"\ntrials = 2\nlr = { choice = [[0.1]] }\n", Some((6, 18)), "lr: choice must list single values, found a list"),
         ("too few configurations", "search = \"random\"\ntrials = 5\narch = [\"ffv1\", \"ffv2\"]\nhidden = { int = [16, 17] }\n", Some((2, 1)), "experiment \"a\": the search space has only 4 configurations, fewer than the 5 trials asked for"),
         ("empty space", "search = \"tpe\"\ntrials = 5\n", Some((2, 1)), "the search space is empty"),
         ("stop as a list", "stop = [\"asha\"]\n", Some((4, 8)), "stop must be a table of rules"),

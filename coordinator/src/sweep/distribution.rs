@@ -237,30 +237,19 @@ impl Ctx<'_> {
                 ),
             ));
         };
-        if items.is_empty() {
-            return Err(self.error(
-                at,
-                At::Value,
-                format!("{what}: {key}: choice is empty; give it at least one value"),
-            ));
-        }
-        let mut options = Vec::with_capacity(items.len());
-        for (j, item) in items.iter().enumerate() {
-            let item_at = join(at, &[&j.to_string()]);
-            if matches!(item, Value::Array(..) | Value::Dict(..)) {
-                return Err(self.error(
-                    &item_at,
-                    At::Value,
-                    format!(
-                        "{what}: {key}: choice must list single values, found {}",
-                        describe(item)
-                    ),
-                ));
-            }
-            let s = Setting::parse(param, item)
-                .map_err(|m| self.error(&item_at, At::Value, format!("{what}: {m}")))?;
-            options.push(vec![s]);
-        }
+        let options = self.single_values(
+            what,
+            param,
+            items,
+            at,
+            format!("{what}: {key}: choice is empty; give it at least one value"),
+            |item| {
+                format!(
+                    "{what}: {key}: choice must list single values, found {}",
+                    describe(item)
+                )
+            },
+        )?;
         Ok(AxisKind::Choice(options))
     }
 }

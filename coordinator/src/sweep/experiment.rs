@@ -345,32 +345,48 @@ impl<'a> Ctx<'a> {
         items: &[Value],
         at: &[String],
     ) -> Result<Vec<Vec<Setting>>> {
+        self.single_values(
+            what,
+            param,
+            items,
+            at,
+            format!("{what}: axis {k:?} is empty; give it at least one value"),
+            |item| {
+                format!(
+                    "{what}: axis {k:?} must list single values, found {}; an axis of \
+                     tables needs a name that is not a hyperparameter, e.g. model = [{{ ... }}]",
+                    describe(item)
+                )
+            },
+        )
+    }
+
+    /// `items`, a non-empty list of single values of `param` (an axis, or a distribution's
+    /// `choice`), each parsed as one setting. `empty` is the error for an empty list,
+    /// `nested` words the one for an item that is itself a list or a table.
+    pub(super) fn single_values(
+        &self,
+        what: &str,
+        param: Param,
+        items: &[Value],
+        at: &[String],
+        empty: String,
+        nested: impl Fn(&Value) -> String,
+    ) -> Result<Vec<Vec<Setting>>> {
         if items.is_empty() {
-            return Err(self.error(
-                at,
-                At::Value,
-                format!("{what}: axis {k:?} is empty; give it at least one value"),
-            ));
+            return Err(self.error(at, At::Value, empty));
         }
-        let mut axis = Vec::with_capacity(items.len());
+        let mut values = Vec::with_capacity(items.len());
         for (j, item) in items.iter().enumerate() {
             let item_at = join(at, &[&j.to_string()]);
             if matches!(item, Value::Array(..) | Value::Dict(..)) {
-                return Err(self.error(
-                    &item_at,
-                    At::Value,
-                    format!(
-                        "{what}: axis {k:?} must list single values, found {}; an axis of \
-                         tables needs a name that is not a hyperparameter, e.g. model = [{{ ... }}]",
-                        describe(item)
-                    ),
-                ));
+                return Err(self.error(&item_at, At::Value, nested(item)));
             }
             let s = Setting::parse(param, item)
                 .map_err(|m| self.error(&item_at, At::Value, format!("{what}: {m}")))?;
-            axis.push(vec![s]);
+            values.push(vec![s]);
         }
-        Ok(axis)
+        Ok(values)
     }
 
     /// `model = [{ arch = "ffv1", hidden = 32 }, ...]`: an axis whose entries set several
