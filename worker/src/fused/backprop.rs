@@ -7,9 +7,10 @@
 //! product for the input's, and one kernel per activation or dropout. Written out it also
 //! lands every gradient straight in the stack's one gradient buffer
 //! ([`super::stack::Stack::grads`]), so the SGD step is a few kernels for the whole model.
-//! On the 2-core dev machine a `ffv2` h64 training epoch of K = 3 members took 0.30 s instead of
-//! 0.38 s (README, "Fused same-shape trials"). The test `the_hand_written_gradients_are_autograds`
-//! holds every architecture's gradients to libtorch's autograd.
+//! On the 2-core dev machine a fused `ffv2` h64 epoch of K = 3 members took 0.37 s instead of
+//! 0.54 s (README, "Fused same-shape trials"). The test
+//! `the_hand_written_gradients_are_autograds` holds every architecture's gradients to
+//! libtorch's autograd.
 //!
 //! The shapes: the input `x` is `[N, 784]`, shared by all members; the first layer gives
 //! `[K, N, h]` ([`first_layer`]); every later tensor is `[K, N, ·]`, member `k`'s in row `k`.

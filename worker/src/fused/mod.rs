@@ -1,7 +1,8 @@
 //! Fused same-shape trials (HFTA, Wang et al., MLSys 2021): K MLP trials that share the
 //! network's shape, batch size, seed, validation split and epochs ([`Hyperparams::fuse_key`])
 //! but differ in learning rate, momentum, weight decay or dropout train as one stacked model
-//! ([`stack`]) in one process.
+//! ([`stack`]) in one process, its forward and backward pass written out by hand
+//! ([`backprop`]).
 //!
 //! What each member shares with its solo run ([`crate::train::Trial`]):
 //!
@@ -12,9 +13,9 @@
 //! - **dropout masks:** each member's own [`MaskStream`], keyed by `(seed, trial, epoch,
 //!   step)`, stacked into one `[K, N, h]` mask per layer: a member's masks are its solo run's.
 //!
-//! What differs: the order in which batched and single matrix products sum, so a member's
-//! metrics equal its solo run's within a tolerance (README, "Fused same-shape trials"), not
-//! bit for bit. A fused group resumed from its members' checkpoints *is* bit-identical to an
+//! What differs: the order in which batched, wide and single matrix products sum, and the
+//! rounding of the hand-written gradients and step, so a member's metrics equal its solo
+//! run's within a tolerance (README, "Fused same-shape trials"), not bit for bit. A fused group resumed from its members' checkpoints *is* bit-identical to an
 //! uninterrupted fused run with the same members on the same thread count.
 //!
 //! Each member keeps a solo `VarStore` with the notebook's parameter names: its checkpoints
