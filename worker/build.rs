@@ -18,6 +18,11 @@ fn main() {
     if let Some(lib) = &lib {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
+    // MKL asks the executable's `mkl_serv_intel_cpu_true` (src/mkl.rs): pull it out of the
+    // library (`-u`: nothing in the program calls it) and put it in the dynamic symbol table,
+    // where MKL's lookup finds it.
+    println!("cargo:rustc-link-arg=-Wl,-u,mkl_serv_intel_cpu_true");
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol=mkl_serv_intel_cpu_true");
     // The linker drops libtorch_cuda.so under --as-needed (nothing references its symbols
     // directly) and CUDA is then silently unavailable: keep it when it is there.
     if cuda {

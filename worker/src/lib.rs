@@ -14,7 +14,8 @@
 //! processes; [`cli`] is the command line of the thin `main.rs`; [`build_info`] says which build
 //! this is (version, cpu or cuda, libtorch and CUDA versions). [`fetch`] finds Fashion-MNIST
 //! or fetches it from the coordinator into the cache; [`device`] places each slot on its
-//! device, and [`gpu`] names the device and reads its memory (NVML).
+//! device, and [`gpu`] names the device and reads its memory (NVML); [`malloc`] and [`mkl`] set up
+//! glibc's allocator and MKL's kernels for training.
 
 pub mod best;
 pub mod between_epochs;
@@ -33,6 +34,7 @@ pub mod join_group;
 pub mod join_trial;
 pub mod malloc;
 pub mod masks;
+pub mod mkl;
 pub mod model;
 pub mod sgd;
 pub mod slots;
