@@ -17,8 +17,8 @@ use tests::{assert_ok, bin, pids_with, rows_differing, sql, Lines, METRICS};
 
 /// Learning rates up to 0.1: at seed 9 on 2,000 images an lr 0.2 member sits at a
 /// bifurcation. Its fused and solo runs were 2e-7 apart in loss after epoch 1 and, with one
-/// order of summation (the hand-written backward pass with MKL's first layer), 1.2 apart after
-/// epoch 3 (its loss rose in epoch 3); with autograd or oneDNN's first layer they stayed
+/// order of summation (the hand-written backward pass with MKL's AVX2 first layer), 1.2 apart
+/// after epoch 3 (its loss rose in epoch 3); with autograd or oneDNN's first layer they stayed
 /// together. A test of the tolerance must not hang on which branch rounding picks.
 const SWEEP: &str = r#"
 name = "fuse"

@@ -137,12 +137,12 @@ fn run(
 /// the stack) rather than K products of a broadcast `x`. The input layer is most of an MLP's
 /// work, and one wide product is what the CPU does fastest.
 ///
-/// On the CPU a wide product goes to oneDNN's inner product (libtorch's `mkldnn_linear`)
-/// rather than MKL's `sgemm`: libtorch's MKL takes its AVX2 kernels on AMD processors, oneDNN
-/// its AVX-512 ones, and with two copies (`x` in, the product out) it still won from
-/// `K·h ≥ 96` outputs per thread on the 2-core dev machine (`ffv2` h64, one fused epoch:
-/// K = 9 on 2 threads 0.92 s → 0.77 s, K = 3 on 1 thread 0.59 s → 0.52 s); below that MKL's
-/// was as fast or faster (a group of one on 2 threads: 0.19 s against 0.21 s).
+/// The product goes to MKL's `sgemm` (`addmm`), with its AVX-512 kernels on any processor
+/// that has them ([`crate::mkl`]). Before that, on AMD processors, oneDNN's inner product
+/// (`mkldnn_linear`, AVX-512) beat MKL's AVX2 kernels from 96 outputs per thread, and this
+/// layer took it: with AVX-512, MKL's product beats oneDNN's at every width measured on the
+/// 2-core dev machine (K = 3 and 9, 1 and 2 threads; `[64, 784] × [784, 576]` on 2 threads:
+/// 146 µs against 199 µs).
 fn first_layer(stack: &Stack, x: &Tensor) -> Result<Tensor> {
     let (w, b) = (&stack.params[0], &stack.params[1]);
     let size = w.size();
@@ -152,26 +152,9 @@ fn first_layer(stack: &Stack, x: &Tensor) -> Result<Tensor> {
     Ok(out.f_view([n, k, h])?.f_transpose(0, 1)?)
 }
 
-/// `x · wᵀ + b` for `x` `[N, in]`, `w` `[out, in]` and `b` `[out]`: oneDNN's inner product
-/// where it is wide enough to beat MKL's `sgemm` ([`first_layer`]), else `addmm`.
+/// `x · wᵀ + b` for `x` `[N, in]`, `w` `[out, in]` and `b` `[out]`, as one `addmm`.
 pub fn wide_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(if wide_enough_for_onednn(x.device(), w.size()[0]) {
-        x.f_to_mkldnn(Kind::Float)?
-            .f_mkldnn_linear(w, Some(b))?
-            .f_to_dense(None::<Kind>, false)?
-    } else {
-        b.f_addmm(x, &w.f_tr()?)?
-    })
-}
-
-/// Outputs per thread from which oneDNN's inner product beat MKL's `sgemm` ([`first_layer`]).
-const ONEDNN_MIN_OUTPUTS_PER_THREAD: i64 = 96;
-
-fn wide_enough_for_onednn(device: tch::Device, outputs: i64) -> bool {
-    let threads = i64::from(tch::get_num_threads().max(1));
-    device == tch::Device::Cpu
-        && outputs >= ONEDNN_MIN_OUTPUTS_PER_THREAD * threads
-        && tch::utils::has_mkldnn()
+    Ok(b.f_addmm(x, &w.f_tr()?)?)
 }
 
 /// Writes each member's mean log-likelihood of `logits` (`[K, N, 10]`) for `batch.y` into
@@ -256,7 +239,7 @@ mod tests {
     /// Every architecture's hand-written gradients against libtorch's autograd through each
     /// member's own notebook network (`Net`), with the member's own dropout masks: three
     /// members of different weights, dropout 0, 0.3 and 0.5 (`ffv3`), on a batch of 20; on one
-    /// thread, the first layer through MKL (h16) and through oneDNN (h64); with plain SGD
+    /// thread, at h16 and h64; with plain SGD
     /// (the first layer's step folded into its product: its gradient read back from the
     /// step) and with momentum on one member (every gradient in [`Stack::grads`]).
     #[test]
@@ -268,8 +251,6 @@ mod tests {
             .flat_map(|arch| [(arch, 16), (arch, 64)])
             .flat_map(|(arch, hidden)| [(arch, hidden, 0.0), (arch, hidden, 0.9)]);
         for (arch, hidden, momentum) in cases {
-            let onednn = wide_enough_for_onednn(Device::Cpu, 3 * i64::from(hidden));
-            assert_eq!(onednn, hidden == 64 && tch::utils::has_mkldnn());
             let members: Vec<Hyperparams> = [0.0, 0.3, 0.5]
                 .iter()
                 .enumerate()

@@ -8,14 +8,15 @@ use worker::fused::Group;
 use worker::train::{Epoch, Trial};
 
 /// How far a fused member's metrics may be from its solo run's: batched (`baddbmm`), wide
-/// (oneDNN's) and single (`addmm`) products sum in different orders, the hand-written backward
-/// pass rounds the loss's gradient differently from autograd, and training amplifies the
-/// last-bit differences from epoch to epoch, most with high momentum. Measured here (2,000
-/// training images, 3 epochs, 1 thread, libtorch 2.11 on this x86-64 CPU): without momentum
-/// losses differed by at most 7.3e-7 (3.6e-6 for `ffv2` h16 at lr 0.2 in epoch 2); with
-/// momentum 0.9 and lr 0.1 by 7.9e-6, 5.7e-5 and 4.5e-3 in epochs 1, 2 and 3 (1.4e-3 in epoch
-/// 3 with autograd, 2.6e-3 with MKL's first layer: the growth, not the first difference,
-/// depends on the order); accuracies were identical (README, "Fused same-shape trials").
+/// and single (`addmm`) products sum in different orders, the hand-written backward pass
+/// rounds the loss's gradient differently from autograd, and training amplifies the last-bit
+/// differences from epoch to epoch, most with high momentum. Measured here (2,000 training
+/// images, 3 epochs, 1 thread, libtorch 2.11 with MKL's AVX-512 kernels on this x86-64 CPU,
+/// `worker::mkl`): without momentum losses differed by at most 7.3e-7 (4.6e-6 for `ffv1`
+/// h16 and 5.5e-5 for `ffv2` h16 at lr 0.2 in epoch 2); with momentum 0.9 and lr 0.1 by
+/// 3.5e-7, 1.7e-5 and 9.3e-4 in epochs 1, 2 and 3 (4.5e-3 in epoch 3 with MKL's AVX2 kernels
+/// and oneDNN's first layer: the growth, not the first difference, depends on the order);
+/// accuracies were identical (README, "Fused same-shape trials").
 const LOSS_TOL: f64 = 1e-2;
 /// After one epoch nothing has grown yet: a wrong gradient shows here first.
 const FIRST_EPOCH_LOSS_TOL: f64 = 1e-4;
