@@ -41,6 +41,10 @@ struct Args {
     lrs: Option<String>,
     #[arg(long)]
     train_limit: Option<usize>,
+    /// The trials' seed (their initial weights, shuffle and dropout masks): other seeds show
+    /// how far fused and solo members' epoch-1 accuracies drift apart by chance.
+    #[arg(long)]
+    seed: Option<u64>,
     /// `both` (the default), or `solo` / `fused` alone (e.g. to compare solo runs on other
     /// thread counts).
     #[arg(long, default_value = "both")]
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             hidden: args.hidden,
             lr,
             epochs: args.epochs,
+            seed: args.seed.unwrap_or(Hyperparams::default().seed),
             ..Default::default()
         })
         .collect();
@@ -116,6 +121,7 @@ fn main() -> anyhow::Result<()> {
                     "epochs": args.epochs,
                     "seconds": seconds,
                     "throughput": work / seconds,
+                    "seed": trials[0].seed,
                     "lrs": trials.iter().map(|h| h.lr).collect::<Vec<_>>(),
                     "val_acc_epoch1": first.iter().map(|m| m.val_acc).collect::<Vec<_>>(),
                 })
