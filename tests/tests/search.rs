@@ -265,9 +265,12 @@ fn a_coordinator_killed_during_a_tpe_sweep_loses_no_suggestion_and_draws_none_ag
         "{stored} stored, {} logged",
         before.len()
     );
-    // ... and the second coordinator suggested only the indices after them, each once.
+    // ... and the second coordinator suggested only the indices after them, each once. (Two
+    // workers ask at once: two suggestions may be logged in the other order than they were
+    // stored, as 23 before 22 once.)
     let after = suggestions(&log);
-    let indices: Vec<u64> = after.iter().map(|(i, _)| *i).collect();
+    let mut indices: Vec<u64> = after.iter().map(|(i, _)| *i).collect();
+    indices.sort_unstable();
     assert_eq!(indices, (stored as u64..60).collect::<Vec<_>>());
     // Exactly `trials` trials, all of them finished, each suggestion once.
     let r = results.display();
