@@ -11,6 +11,10 @@ fn main() {
     worker::malloc::tune();
     let cli = Cli::parse();
     stdx::logging::init();
+    if let Err(e) = worker::mkl::check() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Join(args) if worker::slots::is_supervisor(&args) => {

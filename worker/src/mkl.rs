@@ -48,7 +48,8 @@ pub fn asked() -> bool {
 pub const VAR: &str = "HYPERSWEEP_MKL";
 
 /// MKL's question "is this an Intel processor?", answered for it: yes, unless
-/// `HYPERSWEEP_MKL=vendor`. Asked once per MKL dispatch; the answer is read once.
+/// `HYPERSWEEP_MKL=vendor`. MKL asks when it detects the processor; the answer is read once.
+/// (A value [`check`] refuses counts as unset here: MKL cannot be given an error.)
 // `no_mangle` is `unsafe_code` to the linter: two definitions of one symbol are undefined
 // behaviour. Here a second definition is the whole point, and the function has the C
 // signature MKL declares (`int mkl_serv_intel_cpu_true(void)`).
@@ -62,10 +63,39 @@ pub extern "C" fn mkl_serv_intel_cpu_true() -> c_int {
 
 /// The answer for the setting `var`; `vendor` reads the processor's vendor.
 fn answer(var: Option<&str>, vendor: impl FnOnce() -> Option<String>) -> bool {
-    match var {
-        Some("vendor") => vendor().is_some_and(|v| v == "GenuineIntel"),
-        _ => true,
+    match parse(var) {
+        Ok(Setting::Vendor) => vendor().is_some_and(|v| v == "GenuineIntel"),
+        Ok(Setting::InstructionSet) | Err(_) => true,
     }
+}
+
+/// How MKL chooses its kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    /// By instruction set alone (`HYPERSWEEP_MKL` unset or empty).
+    InstructionSet,
+    /// As MKL itself would, by vendor first (`HYPERSWEEP_MKL=vendor`).
+    Vendor,
+}
+
+fn parse(var: Option<&str>) -> Result<Setting, String> {
+    match var {
+        None | Some("") => Ok(Setting::InstructionSet),
+        Some("vendor") => Ok(Setting::Vendor),
+        Some(other) => Err(format!(
+            "{VAR}={other:?}: expected \"vendor\" (MKL's own choice of kernels) or nothing \
+             (kernels by instruction set, the default)"
+        )),
+    }
+}
+
+/// Refuses a `HYPERSWEEP_MKL` that means nothing, before anything trains: call it first in
+/// `main`, where the error can reach the user.
+pub fn check() -> crate::Result<()> {
+    let var = std::env::var_os(VAR).map(|v| v.to_string_lossy().into_owned());
+    parse(var.as_deref())
+        .map(|_| ())
+        .map_err(crate::Error::InvalidArgument)
 }
 
 /// The processor's vendor as `/proc/cpuinfo` names it (`GenuineIntel`, `AuthenticAMD`).
@@ -102,5 +132,12 @@ mod tests {
         assert!(!answer(Some("vendor"), amd));
         assert!(answer(Some("vendor"), intel));
         assert!(!answer(Some("vendor"), || None));
+        assert!(answer(Some("Vendor"), amd), "refused by check, not obeyed");
+        assert!(parse(Some("vendor")).is_ok() && parse(Some("")).is_ok() && parse(None).is_ok());
+        let err = parse(Some("intel")).unwrap_err();
+        assert!(
+            err.contains("HYPERSWEEP_MKL=\"intel\"") && err.contains("\"vendor\""),
+            "{err}"
+        );
     }
 }

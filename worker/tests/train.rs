@@ -553,6 +553,41 @@ fn bad_arguments_are_one_line_errors() {
     }
 }
 
+/// `HYPERSWEEP_MKL` (worker::mkl) takes `vendor` or nothing: anything else is refused before
+/// training, in one line that names the variable.
+#[test]
+fn an_unknown_mkl_setting_is_refused() {
+    let args = ["train", "--arch", "ffv0", "--lr", "0.1", "--epochs", "1"];
+    let out = worker_cmd()
+        .args(args)
+        .env("HYPERSWEEP_MKL", "intel")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("HYPERSWEEP_MKL=\"intel\""), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = worker_cmd()
+        .args(args)
+        .args([
+            "--train-limit",
+            "640",
+            "--test-limit",
+            "100",
+            "--format",
+            "json",
+        ])
+        .env("HYPERSWEEP_MKL", "vendor")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_corrupt_data_file_is_named() {
     let src = dataset::locate(None).unwrap();
