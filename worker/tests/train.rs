@@ -521,6 +521,16 @@ fn worker_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_worker"))
 }
 
+/// Fails the test with the worker's stderr unless it exited 0.
+#[track_caller]
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bad_arguments_are_one_line_errors() {
     let cases: [(&[&str], &str); 6] = [
@@ -581,11 +591,7 @@ fn an_unknown_mkl_setting_is_refused() {
         .env("HYPERSWEEP_MKL", "vendor")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 #[test]
@@ -649,11 +655,7 @@ fn json_format_prints_only_epoch_objects() {
         .args(["--train-limit", "2000", "--test-limit", "500"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -890,11 +892,7 @@ fn dropout_masks_are_the_trials_own() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let other_process: Vec<EpochMetrics> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
